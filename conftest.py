@@ -1,0 +1,152 @@
+"""Test set-up shared by every app: a private chDB path and spool per session, the real ASGI app
+served by uvicorn on a loopback port, fake providers, and owner / member / outsider fixtures."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+_tmp = Path(tempfile.mkdtemp(prefix="opentracy-test-"))
+if settings.CLICKHOUSE_URL.startswith("chdb://"):
+    # chDB allows one process per path: each test session gets its own.
+    settings.CLICKHOUSE_URL = f"chdb:///{_tmp / 'chdb'}"
+settings.OPENTRACY_TRACE_SPOOL_DIR = _tmp / "spool"
+settings.OPENTRACY_TRACE_FLUSH_INTERVAL_S = 0.05
+settings.OPENTRACY_TRACE_REPLAY_INTERVAL_S = 0.5
+settings.OPENTRACY_UPSTREAM_TIMEOUT_S = 2.0
+settings.OPENTRACY_LOCAL_MODEL_PRELOAD = False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clickhouse_schema() -> None:
+    from traces.migrations_ch import apply_migrations
+
+    apply_migrations()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    # Transactional tests flush tables without signals, and SQLite reuses ids: start clean.
+    from gateway import cache
+
+    cache.clear_all()
+    yield
+    cache.clear_all()
+
+
+@pytest.fixture(scope="session")
+def server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    """The whole engine (Django + /v1 + lifespan) served by uvicorn on a real socket."""
+    import uvicorn
+
+    from opentracy_site.asgi import application
+
+    port = free_port()
+    config = uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+    server = uvicorn.Server(config)
+    with django_db_blocker.unblock():
+        thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[Any]:
+    from tests.fakes.openai_upstream import FakeOpenAI
+
+    fake = FakeOpenAI()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic() -> Iterator[Any]:
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+
+    fake = FakeAnthropic()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def people(transactional_db: None) -> dict[str, Any]:
+    """An owner and a member of `project`, and an outsider who owns `other_project`."""
+    from django.contrib.auth import get_user_model
+
+    from gateway.services import membership_add, project_create
+
+    User = get_user_model()
+    owner = User.objects.create_user("owner@example.com", password="pw-owner-123")
+    member = User.objects.create_user("member@example.com", password="pw-member-123")
+    outsider = User.objects.create_user("outsider@example.com", password="pw-outsider-123")
+    project = project_create(slug="acme", name="Acme", owner=owner)
+    membership_add(project=project, user=member)
+    other = project_create(slug="other", name="Other", owner=outsider)
+    return {"owner": owner, "member": member, "outsider": outsider, "project": project, "other_project": other}
+
+
+@pytest.fixture
+def api_key(people: dict[str, Any]) -> str:
+    from gateway.services import api_key_create
+
+    return api_key_create(project=people["project"], name="test-app")[1]
+
+
+@pytest.fixture
+def outsider_key(people: dict[str, Any]) -> str:
+    from gateway.services import api_key_create
+
+    return api_key_create(project=people["other_project"], name="outsider-app")[1]
+
+
+FAKE_OPENAI_KEY = "sk-test-fake-openai-key-0123456789"
+FAKE_ANTHROPIC_KEY = "sk-ant-test-fake-anthropic-key-0123456789"
+
+
+@pytest.fixture
+def providers(people: dict[str, Any], fake_openai: Any, fake_anthropic: Any) -> dict[str, Any]:
+    """Provider credentials stored (encrypted) for `project`, pointing at the fake upstreams."""
+    from gateway.services import credential_set
+
+    project = people["project"]
+    credential_set(project=project, provider="openai", api_key=FAKE_OPENAI_KEY, base_url=f"{fake_openai.base_url}/v1")
+    credential_set(project=project, provider="anthropic", api_key=FAKE_ANTHROPIC_KEY, base_url=fake_anthropic.base_url)
+    return {"openai": fake_openai, "anthropic": fake_anthropic}
+
+
+@pytest.fixture
+def client(server_url: str, api_key: str, providers: dict[str, Any]) -> Any:
+    """The official OpenAI SDK pointed at the engine."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server_url}/v1", api_key=api_key, max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def async_client(server_url: str, api_key: str, providers: dict[str, Any]) -> Any:
+    import openai
+
+    return openai.AsyncOpenAI(base_url=f"{server_url}/v1", api_key=api_key, max_retries=0, timeout=20)

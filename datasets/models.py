@@ -1,0 +1,1 @@
+"""Clustering runs, clusters and curated rows arrive with the datasets issue."""

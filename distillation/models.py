@@ -1,0 +1,1 @@
+"""Distillation jobs and students arrive with the distillation issue."""

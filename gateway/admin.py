@@ -1,0 +1,104 @@
+"""Admin: projects and members, API keys (shown once), credentials (write-only), aliases (every
+edit recorded in the alias history), price overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import services
+from .models import Alias, AliasChange, ApiKey, Membership, ModelPrice, Project, ProviderCredential
+
+
+class MembershipInline(admin.TabularInline[Membership, Project]):
+    model = Membership
+    extra = 0
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin[Project]):
+    list_display = ["slug", "name", "created_at"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+    list_display = ["name", "project", "prefix", "created_at", "revoked_at"]
+    list_filter = ["project"]
+    fields = ["project", "name", "prefix", "created_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        key, raw = services.api_key_create(project=obj.project, name=obj.name, created_by=request.user)  # type: ignore[arg-type]
+        obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
+        messages.warning(request, f"New API key (shown once, copy it now): {raw}")
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            services.api_key_revoke(api_key=key)
+
+
+class CredentialForm(forms.ModelForm[ProviderCredential]):
+    api_key = forms.CharField(widget=forms.PasswordInput(render_value=False), help_text="Stored encrypted.")
+
+    class Meta:
+        model = ProviderCredential
+        fields = ["project", "provider", "base_url"]
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(admin.ModelAdmin[ProviderCredential]):
+    form = CredentialForm
+    list_display = ["project", "provider", "base_url", "updated_at"]
+
+    def save_model(self, request: HttpRequest, obj: ProviderCredential, form: Any, change: bool) -> None:
+        cred = services.credential_set(
+            project=obj.project, provider=obj.provider, api_key=form.cleaned_data["api_key"], base_url=obj.base_url
+        )
+        obj.pk = cred.pk
+
+
+@admin.register(Alias)
+class AliasAdmin(admin.ModelAdmin[Alias]):
+    list_display = ["name", "target", "project", "updated_at"]
+    list_filter = ["project"]
+
+    def save_model(self, request: HttpRequest, obj: Alias, form: Any, change: bool) -> None:
+        alias = services.alias_set(
+            project=obj.project, name=obj.name, target=obj.target, changed_by=request.user.get_username()
+        )
+        obj.pk = alias.pk
+
+    def delete_model(self, request: HttpRequest, obj: Alias) -> None:
+        services.alias_delete(project=obj.project, name=obj.name, changed_by=request.user.get_username())
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Alias]) -> None:
+        for alias in queryset:
+            self.delete_model(request, alias)
+
+
+@admin.register(AliasChange)
+class AliasChangeAdmin(admin.ModelAdmin[AliasChange]):
+    list_display = ["name", "from_target", "to_target", "changed_by", "changed_at", "project"]
+    list_filter = ["project", "name"]
+
+    def has_change_permission(self, request: HttpRequest, obj: AliasChange | None = None) -> bool:
+        return False  # history is append-only
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
+    list_display = ["model", "project", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok"]

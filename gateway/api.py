@@ -1,0 +1,80 @@
+"""REST API for aliases: GET/PUT/DELETE /api/aliases/<name>, POST /api/aliases/<name>/rollback."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import selectors, services
+from .auth import actor, request_project
+from .models import Alias, AliasChange
+
+
+class AliasChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AliasChange
+        fields = ["from_target", "to_target", "changed_by", "changed_at"]
+
+
+class AliasSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Alias
+        fields = ["name", "target", "updated_at"]
+
+
+class AliasTargetSerializer(serializers.Serializer):
+    target = serializers.CharField(max_length=200)
+
+
+def _validation_error(exc: ValidationError) -> Response:
+    return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
+
+
+class AliasListApi(APIView):
+    def get(self, request: Request) -> Response:
+        project = request_project(request)
+        return Response({"data": AliasSerializer(project.aliases.order_by("name"), many=True).data})
+
+
+class AliasDetailApi(APIView):
+    def get(self, request: Request, name: str) -> Response:
+        project = request_project(request)
+        alias = selectors.alias_get(project=project, name=name)
+        if alias is None:
+            raise NotFound(f"No alias named {name!r}.")
+        history = selectors.alias_history(project=project, name=name)
+        return Response({**AliasSerializer(alias).data, "history": AliasChangeSerializer(history, many=True).data})
+
+    def put(self, request: Request, name: str) -> Response:
+        project = request_project(request)
+        body = AliasTargetSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            alias = services.alias_set(
+                project=project, name=name, target=body.validated_data["target"], changed_by=actor(request)
+            )
+        except ValidationError as exc:
+            return _validation_error(exc)
+        return Response(AliasSerializer(alias).data)
+
+    def delete(self, request: Request, name: str) -> Response:
+        project = request_project(request)
+        if not services.alias_delete(project=project, name=name, changed_by=actor(request)):
+            raise NotFound(f"No alias named {name!r}.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AliasRollbackApi(APIView):
+    def post(self, request: Request, name: str) -> Response:
+        project = request_project(request)
+        try:
+            alias = services.alias_rollback(project=project, name=name, changed_by=actor(request))
+        except ValidationError as exc:
+            return _validation_error(exc)
+        if alias is None:
+            return Response({"name": name, "target": None, "deleted": True})
+        return Response(AliasSerializer(alias).data)

@@ -1,0 +1,113 @@
+"""In-memory caches for the hot path: API keys, aliases and credentials, so a request makes no
+database call once warm. Entries expire after OPENTRACY_CACHE_TTL_S (other processes' changes)
+and are dropped at once when this process saves a change (signals below)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from .crypto import decrypt
+from .keys import hash_key
+from .models import Alias, ApiKey, ProviderCredential
+from .providers.base import Credential
+
+MAX_NEGATIVE = 10_000
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: int
+    project_id: int
+    name: str
+
+
+class TTLCache:
+    def __init__(self) -> None:
+        self._data: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> tuple[bool, Any]:
+        hit = self._data.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._data) > MAX_NEGATIVE:
+            self._data.clear()  # bounded: random bad keys cannot grow it without limit
+        self._data[key] = (time.monotonic() + settings.OPENTRACY_CACHE_TTL_S, value)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+_keys = TTLCache()
+_aliases = TTLCache()
+_credentials = TTLCache()
+
+
+def _load_key(key_hash: str) -> KeyInfo | None:
+    row = ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).values("id", "project_id", "name").first()
+    return KeyInfo(row["id"], row["project_id"], row["name"]) if row else None
+
+
+async def key_info(raw_key: str) -> KeyInfo | None:
+    key_hash = hash_key(raw_key)
+    found, info = _keys.get(key_hash)
+    if not found:
+        info = await sync_to_async(_load_key)(key_hash)
+        _keys.put(key_hash, info)
+    return info
+
+
+def _load_aliases(project_id: int) -> dict[str, str]:
+    return dict(Alias.objects.filter(project_id=project_id).values_list("name", "target"))
+
+
+async def aliases(project_id: int) -> dict[str, str]:
+    found, value = _aliases.get(project_id)
+    if not found:
+        value = await sync_to_async(_load_aliases)(project_id)
+        _aliases.put(project_id, value)
+    return value
+
+
+def _load_credentials(project_id: int) -> dict[str, Credential]:
+    return {
+        c.provider: Credential(decrypt(c.api_key_encrypted), c.base_url.rstrip("/"))
+        for c in ProviderCredential.objects.filter(project_id=project_id)
+    }
+
+
+async def credentials(project_id: int) -> dict[str, Credential]:
+    found, value = _credentials.get(project_id)
+    if not found:
+        value = await sync_to_async(_load_credentials)(project_id)
+        _credentials.put(project_id, value)
+    return value
+
+
+def clear_all() -> None:
+    for c in (_keys, _aliases, _credentials):
+        c.clear()
+
+
+@receiver([post_save, post_delete], sender=ApiKey)
+def _api_key_changed(**kwargs: Any) -> None:
+    _keys.clear()
+
+
+@receiver([post_save, post_delete], sender=Alias)
+def _alias_changed(**kwargs: Any) -> None:
+    _aliases.clear()
+
+
+@receiver([post_save, post_delete], sender=ProviderCredential)
+def _credential_changed(**kwargs: Any) -> None:
+    _credentials.clear()

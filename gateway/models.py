@@ -1,0 +1,122 @@
+"""Tenancy and gateway configuration: projects, members, API keys, credentials, aliases, prices."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Project(models.Model):
+    """The tenant boundary: every key, alias, credential and trace belongs to one project."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="unique_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+
+class ApiKey(models.Model):
+    """An engine key (`ot-...`). Only its SHA-256 is stored; the key is shown once at creation."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="First characters, to recognise the key.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ProviderCredential(models.Model):
+    """A provider key stored per project, encrypted at rest; it wins over the environment's."""
+
+    class Provider(models.TextChoices):
+        OPENAI = "openai"
+        ANTHROPIC = "anthropic"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="credentials")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    api_key_encrypted = models.TextField(editable=False)
+    base_url = models.URLField(blank=True, help_text="Leave empty for the provider's default.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "provider"], name="unique_credential")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} credential of {self.project}"
+
+
+class Alias(models.Model):
+    """A model name the engine resolves, e.g. `smart` → `openai/gpt-4o`."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="aliases")
+    name = models.CharField(max_length=100)
+    target = models.CharField(max_length=200, help_text="provider/model")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="unique_alias")]
+        verbose_name_plural = "aliases"
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.target}"
+
+
+class AliasChange(models.Model):
+    """One entry of an alias's history. `to_target` is empty when the alias was deleted."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="alias_changes")
+    name = models.CharField(max_length=100)
+    from_target = models.CharField(max_length=200, blank=True)
+    to_target = models.CharField(max_length=200, blank=True)
+    changed_by = models.CharField(max_length=200)
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["project", "name", "-changed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.from_target or '∅'} → {self.to_target or '∅'}"
+
+
+class ModelPrice(models.Model):
+    """A price override (USD per million tokens) for a model; project-wide when project is set."""
+
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE)
+    model = models.CharField(max_length=200, help_text="provider/model")
+    input_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    output_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    cached_input_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "model"], name="unique_model_price")]
+
+    def __str__(self) -> str:
+        return f"{self.model}: ${self.input_per_mtok}/${self.output_per_mtok} per MTok"

@@ -1,0 +1,60 @@
+"""What every provider module offers. The gateway speaks OpenAI's chat format internally: a
+provider takes an OpenAI request body and answers with OpenAI completion dicts or stream chunks,
+translating to and from its own wire protocol."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Credential:
+    api_key: str | None
+    base_url: str
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never leave the engine (scrubbed from errors and traces)."""
+        return (self.api_key,) if self.api_key else ()
+
+
+@dataclass(frozen=True)
+class Target:
+    provider: str
+    model: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class Provider(Protocol):
+    name: str
+    # Bare model names starting with one of these map to this provider (`gpt-4o` → openai).
+    model_prefixes: tuple[str, ...]
+    # Shown by GET /v1/models when the provider is configured.
+    known_models: tuple[str, ...]
+
+    def credential(self, stored: Credential | None) -> Credential | None:
+        """The credential to use: the project's stored one, else the environment's; None if absent."""
+        ...
+
+    def check(self, body: dict[str, Any]) -> None:
+        """Raise GatewayError(422) for parameters this provider cannot honour."""
+        ...
+
+    async def complete(self, body: dict[str, Any], model: str, cred: Credential) -> dict[str, Any]:
+        """One OpenAI chat.completion object."""
+        ...
+
+    def stream(self, body: dict[str, Any], model: str, cred: Credential) -> AsyncIterator[dict[str, Any]]:
+        """OpenAI chat.completion.chunk objects; the last one carries `usage`."""
+        ...
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

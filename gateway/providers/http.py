@@ -1,0 +1,139 @@
+"""Shared upstream HTTP for the provider modules: one aiohttp connection pool per event loop,
+upstream failures mapped to OpenAI-shaped gateway errors, SSE parsing.
+
+aiohttp rather than httpx on this path: DESIGN.md measured httpx's pool collapsing under
+concurrency on this machine (151 req/s at c=50 against 729 for aiohttp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+from django.conf import settings
+
+from gateway.errors import GatewayError, bad_gateway, gateway_timeout
+
+from .base import redact
+
+_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+
+
+def session() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    s = _sessions.get(loop)
+    if s is None or s.closed:
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.OPENTRACY_UPSTREAM_CONNECT_TIMEOUT_S,
+            sock_read=settings.OPENTRACY_UPSTREAM_TIMEOUT_S,
+        )
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        s = aiohttp.ClientSession(
+            timeout=timeout, connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
+        )
+        _sessions[loop] = s
+    return s
+
+
+async def close_sessions() -> None:
+    loop = asyncio.get_running_loop()
+    s = _sessions.pop(loop, None)
+    if s is not None:
+        await s.close()
+
+
+def _upstream_message(raw: bytes) -> tuple[str, str | None]:
+    try:
+        data = orjson.loads(raw)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            code = err.get("code") or err.get("type")
+            return str(err.get("message") or ""), str(code) if code else None
+        if isinstance(err, str):
+            return err, None
+    except orjson.JSONDecodeError:
+        pass
+    return raw[:300].decode(errors="replace"), None
+
+
+def upstream_error(provider: str, status: int, raw: bytes, secrets: tuple[str, ...]) -> GatewayError:
+    """Map an upstream error response to what the caller should see."""
+    message, code = _upstream_message(raw)
+    message = redact(message, secrets)
+    if status in (401, 403):
+        return bad_gateway(
+            f"Provider `{provider}` rejected the credentials configured in the engine (HTTP {status}).",
+            code="upstream_auth_error",
+        )
+    if status == 429:
+        return GatewayError(429, f"{provider}: {message}", type="rate_limit_error", code=code or "rate_limit")
+    if status in (400, 404, 409, 422):
+        return GatewayError(status, f"{provider}: {message}", code=code)
+    return bad_gateway(f"Provider `{provider}` failed with HTTP {status}: {message}")
+
+
+async def post_json(
+    provider: str, url: str, body: Mapping[str, Any], headers: dict[str, str], secrets: tuple[str, ...]
+) -> dict[str, Any]:
+    """POST and return the decoded JSON object, or raise a GatewayError."""
+    try:
+        async with session().post(url, data=orjson.dumps(body), headers=headers) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise upstream_error(provider, resp.status, raw, secrets)
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise gateway_timeout(f"Provider `{provider}` did not answer in time.") from None
+    except aiohttp.ClientError as exc:
+        raise bad_gateway(f"Could not reach provider `{provider}`: {type(exc).__name__}.") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_gateway(f"Provider `{provider}` returned a response that is not JSON.") from None
+    if not isinstance(data, dict):
+        raise bad_gateway(f"Provider `{provider}` returned an unexpected response.")
+    return data
+
+
+async def post_sse(
+    provider: str, url: str, body: Mapping[str, Any], headers: dict[str, str], secrets: tuple[str, ...]
+) -> AsyncIterator[tuple[str, bytes]]:
+    """POST and yield (event name, data) for each server-sent event. Raises GatewayError on an
+    error status, a timeout, a broken connection; the caller decides what a clean end looks like."""
+    try:
+        async with session().post(url, data=orjson.dumps(body), headers=headers) as resp:
+            if resp.status >= 400:
+                raise upstream_error(provider, resp.status, await resp.read(), secrets)
+            event, data = "", b""
+            async for line in resp.content:
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    if data:
+                        yield event, data
+                    event, data = "", b""
+                elif line.startswith(b"data:"):
+                    chunk = line[5:].lstrip(b" ")
+                    data = data + b"\n" + chunk if data else chunk
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip().decode()
+            if data:
+                yield event, data
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise gateway_timeout(f"Provider `{provider}` stopped sending in time.") from None
+    except aiohttp.ClientPayloadError:
+        raise bad_gateway(f"Provider `{provider}` cut the stream off.", code="upstream_stream_broken") from None
+    except aiohttp.ClientError as exc:
+        raise bad_gateway(f"Could not reach provider `{provider}`: {type(exc).__name__}.") from None
+
+
+def parse_event(provider: str, data: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise bad_gateway(f"Provider `{provider}` sent a stream event that is not JSON.") from None
+    if not isinstance(obj, dict):
+        raise bad_gateway(f"Provider `{provider}` sent an unexpected stream event.")
+    return obj

@@ -1,0 +1,102 @@
+"""Writes for projects, keys, credentials and aliases. Keyword-only, typed, one verb each."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from .crypto import encrypt
+from .keys import generate_key, hash_key
+from .models import Alias, AliasChange, ApiKey, Membership, Project, ProviderCredential
+from .resolve import parse_target
+
+
+def project_create(*, slug: str, name: str = "", owner: User | None = None) -> Project:
+    project = Project.objects.create(slug=slug, name=name or slug)
+    if owner is not None:
+        Membership.objects.create(project=project, user=owner, role=Membership.Role.OWNER)
+    return project
+
+
+def membership_add(*, project: Project, user: User, role: str = Membership.Role.MEMBER) -> Membership:
+    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return membership
+
+
+def api_key_create(*, project: Project, name: str, created_by: User | None = None) -> tuple[ApiKey, str]:
+    """Returns the row and the raw key; the raw key is not stored and cannot be shown again."""
+    raw = generate_key()
+    key = ApiKey.objects.create(
+        project=project, name=name, prefix=raw[:10], key_hash=hash_key(raw), created_by=created_by
+    )
+    return key, raw
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def credential_set(*, project: Project, provider: str, api_key: str, base_url: str = "") -> ProviderCredential:
+    if provider not in ProviderCredential.Provider.values:
+        raise ValidationError(f"Unknown provider {provider!r}.")
+    cred, _ = ProviderCredential.objects.update_or_create(
+        project=project,
+        provider=provider,
+        defaults={"api_key_encrypted": encrypt(api_key), "base_url": base_url},
+    )
+    return cred
+
+
+def _validate_target(target: str) -> None:
+    if parse_target(target) is None:
+        raise ValidationError(
+            f"Alias target {target!r} is not a known model; use provider/model (providers: openai, anthropic, local)."
+        )
+
+
+@transaction.atomic
+def alias_set(*, project: Project, name: str, target: str, changed_by: str) -> Alias:
+    """Create or re-point an alias, recording the change in its history."""
+    _validate_target(target)
+    alias = Alias.objects.select_for_update().filter(project=project, name=name).first()
+    previous = alias.target if alias else ""
+    if alias is None:
+        alias = Alias.objects.create(project=project, name=name, target=target)
+    elif alias.target != target:
+        alias.target = target
+        alias.save(update_fields=["target", "updated_at"])
+    if previous != target:
+        AliasChange.objects.create(
+            project=project, name=name, from_target=previous, to_target=target, changed_by=changed_by
+        )
+    return alias
+
+
+@transaction.atomic
+def alias_delete(*, project: Project, name: str, changed_by: str) -> bool:
+    alias = Alias.objects.select_for_update().filter(project=project, name=name).first()
+    if alias is None:
+        return False
+    AliasChange.objects.create(
+        project=project, name=name, from_target=alias.target, to_target="", changed_by=changed_by
+    )
+    alias.delete()
+    return True
+
+
+@transaction.atomic
+def alias_rollback(*, project: Project, name: str, changed_by: str) -> Alias | None:
+    """Undo the alias's latest change. Returns the alias, or None when the undo removed it.
+    Raises ValidationError when there is no history to roll back."""
+    last = AliasChange.objects.filter(project=project, name=name).first()
+    if last is None:
+        raise ValidationError(f"Alias {name!r} has no history to roll back.")
+    if not last.from_target:
+        alias_delete(project=project, name=name, changed_by=changed_by)
+        return None
+    return alias_set(project=project, name=name, target=last.from_target, changed_by=changed_by)

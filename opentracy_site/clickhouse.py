@@ -1,0 +1,57 @@
+"""The only module that talks to ClickHouse (chDB in-process or a server, same driver API).
+
+chDB allows one process per data path, so the process keeps one client; a lock serialises calls
+because the embedded engine is not safe to drive from several threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import clickhouse_connect
+from django.conf import settings
+
+_lock = threading.RLock()
+# One client per URL: the embedded engine is a process-wide singleton, so a client made for a
+# path is kept for the life of the process.
+_clients: dict[str, Any] = {}
+
+
+def _make_client(url: str) -> Any:
+    if url.startswith("chdb://"):
+        return clickhouse_connect.get_client(dsn=url)
+    return clickhouse_connect.get_client(
+        dsn=url, autogenerate_session_id=False, connect_timeout=5, send_receive_timeout=30
+    )
+
+
+def client() -> Any:
+    url = settings.CLICKHOUSE_URL
+    with _lock:
+        if url not in _clients:
+            _clients[url] = _make_client(url)
+        return _clients[url]
+
+
+def command(sql: str, parameters: dict[str, Any] | None = None) -> Any:
+    with _lock:
+        return client().command(sql, parameters=parameters)
+
+
+def query(sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run a SELECT; returns (column names, rows). Parameters are bound by the driver."""
+    with _lock:
+        result = client().query(sql, parameters=parameters)
+        return list(result.column_names), list(result.result_rows)
+
+
+def insert(table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
+    with _lock:
+        client().insert(table, rows, column_names=list(column_names))
+
+
+def ping() -> None:
+    """Raises if ClickHouse cannot answer a trivial query."""
+    command("SELECT 1")

@@ -1,0 +1,167 @@
+"""Django settings. Every value comes from the environment (documented in .env.example).
+
+With nothing set the engine runs embedded: SQLite and chDB under var/, an in-memory Celery broker
+and channel layer, the worker inside the server process. DATABASE_URL, CLICKHOUSE_URL and REDIS_URL
+switch the same code to Postgres, a ClickHouse server and Redis.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+import django_stubs_ext
+
+from .env import ConfigError, env_bool, env_float, env_int, env_list, env_str
+
+django_stubs_ext.monkeypatch()  # lets admin/queryset generics be subscripted at run time
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("OPENTRACY_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept under var/."""
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+# Key for provider credentials at rest; derived from SECRET_KEY unless set on its own.
+OPENTRACY_ENCRYPTION_KEY = env_str("OPENTRACY_ENCRYPTION_KEY") or SECRET_KEY
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "django_htmx",
+    "gateway",
+    "traces",
+    "datasets",
+    "distillation",
+    "routing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and dashboard's static files from the ASGI server, no extra web server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "opentracy_site.urls"
+ASGI_APPLICATION = "opentracy_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'opentracy.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The server thread and the test runner share one file; wait instead of failing on a lock.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # collectstatic fills it; WhiteNoise expects it to exist
+LOGIN_URL = "/admin/login/"
+
+# ClickHouse: chDB in-process by default; http(s)://host:8123/db for a server.
+CLICKHOUSE_URL = env_str("CLICKHOUSE_URL", f"chdb:///{VAR_DIR / 'chdb'}")
+if not CLICKHOUSE_URL.startswith(("chdb://", "http://", "https://")):
+    raise ConfigError(f"CLICKHOUSE_URL must start with chdb://, http:// or https://, got {CLICKHOUSE_URL!r}")
+
+REDIS_URL = env_str("REDIS_URL")
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"distillation.tasks.*": {"queue": "gpu"}}
+# Embedded mode runs the worker inside the server process; distributed mode runs `celery worker`.
+OPENTRACY_EMBEDDED_WORKER = env_bool("OPENTRACY_EMBEDDED_WORKER", not REDIS_URL)
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "gateway.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# Gateway
+OPENTRACY_MAX_BODY_BYTES = env_int("OPENTRACY_MAX_BODY_BYTES", 4 * 1024 * 1024)
+OPENTRACY_UPSTREAM_TIMEOUT_S = env_float("OPENTRACY_UPSTREAM_TIMEOUT_S", 120.0)
+OPENTRACY_UPSTREAM_CONNECT_TIMEOUT_S = env_float("OPENTRACY_UPSTREAM_CONNECT_TIMEOUT_S", 10.0)
+# How long a cached API key, alias or credential may be stale in another process.
+OPENTRACY_CACHE_TTL_S = env_float("OPENTRACY_CACHE_TTL_S", 30.0)
+OPENTRACY_LOCAL_MODEL_PRELOAD = env_bool("OPENTRACY_LOCAL_MODEL_PRELOAD", True)
+OPENTRACY_LOCAL_MODEL_DIR = Path(env_str("OPENTRACY_LOCAL_MODEL_DIR", str(VAR_DIR / "models")))
+
+# Trace writer
+OPENTRACY_TRACE_BATCH_SIZE = env_int("OPENTRACY_TRACE_BATCH_SIZE", 1000)
+OPENTRACY_TRACE_FLUSH_INTERVAL_S = env_float("OPENTRACY_TRACE_FLUSH_INTERVAL_S", 1.0)
+OPENTRACY_TRACE_QUEUE_SIZE = env_int("OPENTRACY_TRACE_QUEUE_SIZE", 50_000)
+OPENTRACY_TRACE_SPOOL_DIR = Path(env_str("OPENTRACY_TRACE_SPOOL_DIR", str(VAR_DIR / "spool")))
+OPENTRACY_TRACE_REPLAY_INTERVAL_S = env_float("OPENTRACY_TRACE_REPLAY_INTERVAL_S", 10.0)
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"httpx": {"level": "WARNING"}, "celery": {"level": "WARNING"}},
+}

@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import path
+
+from gateway import views as gateway_views
+from gateway.api import AliasDetailApi, AliasListApi, AliasRollbackApi
+from opentracy_site import health
+from traces.api import TraceDetailApi, TraceListApi
+
+urlpatterns = [
+    path("", gateway_views.home, name="home"),
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+    path("metrics", health.metrics),
+    path("admin/", admin.site.urls),
+    path("api/aliases", AliasListApi.as_view()),
+    path("api/aliases/<str:name>", AliasDetailApi.as_view()),
+    path("api/aliases/<str:name>/rollback", AliasRollbackApi.as_view()),
+    path("api/traces", TraceListApi.as_view()),
+    path("api/traces/<uuid:trace_id>", TraceDetailApi.as_view()),
+]

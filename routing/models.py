@@ -1,0 +1,1 @@
+"""Routing policies and error profiles arrive with the routing issue."""

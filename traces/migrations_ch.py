@@ -1,0 +1,35 @@
+"""Runs the numbered ClickHouse migrations in traces/ch_migrations/."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from opentracy_site import clickhouse
+from traces import ch_migrations
+
+LEDGER = """
+CREATE TABLE IF NOT EXISTS opentracy_migrations (name String, applied_at DateTime DEFAULT now())
+ENGINE = MergeTree ORDER BY name
+"""
+
+
+def _names() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(ch_migrations.__path__) if m.name.startswith("m"))
+
+
+def apply_migrations() -> list[str]:
+    """Apply pending migrations in order; returns the names applied."""
+    clickhouse.command(LEDGER)
+    _cols, rows = clickhouse.query("SELECT name FROM opentracy_migrations")
+    done = {r[0] for r in rows}
+    applied = []
+    for name in _names():
+        if name in done:
+            continue
+        module = importlib.import_module(f"traces.ch_migrations.{name}")
+        for statement in module.STATEMENTS:
+            clickhouse.command(statement)
+        clickhouse.insert("opentracy_migrations", [[name]], column_names=["name"])
+        applied.append(name)
+    return applied
