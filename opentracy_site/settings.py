@@ -118,7 +118,7 @@ if not CLICKHOUSE_URL.startswith(("chdb://", "http://", "https://")):
     raise ConfigError(f"CLICKHOUSE_URL must start with chdb://, http:// or https://, got {CLICKHOUSE_URL!r}")
 
 REDIS_URL = env_str("REDIS_URL")
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"distillation.tasks.*": {"queue": "gpu"}}

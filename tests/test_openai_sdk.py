@@ -190,3 +190,22 @@ async def test_async_client_plain_and_streaming(async_client: Any) -> None:
 
 
 test_async_client_plain_and_streaming = pytest.mark.asyncio(test_async_client_plain_and_streaming)
+
+
+def test_local_model_answers_without_any_provider_key(client: Any) -> None:
+    """SmolLM2 runs in-process: the real model answers a real prompt."""
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    raw = client.chat.completions.with_raw_response.create(
+        model="local/smollm2-135m-instruct", messages=question, max_tokens=12, temperature=0
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content.strip()
+    assert completion.usage.completion_tokens <= 12
+    stream = client.chat.completions.create(
+        model="local/smollm2-135m-instruct", messages=question, max_tokens=12, temperature=0, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == completion.choices[0].message.content  # greedy: same tokens either way
+    row = read_trace(raw.headers["x-opentracy-trace-id"])
+    assert row["provider"] == "local" and row["cost_total_usd"] == 0.0
+    assert row["prompt_tokens"] == completion.usage.prompt_tokens > 0
