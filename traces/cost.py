@@ -75,13 +75,13 @@ def compute_cost(*, project_id: int, provider: str, model: str, prompt: int, com
     price = _override(project_id, f"{provider}/{model}")
     if price is not None:
         cached_rate = price.cached_input_per_mtok if price.cached_input_per_mtok is not None else price.input_per_mtok
-        inp = (Decimal(prompt - cached) * price.input_per_mtok + Decimal(cached) * cached_rate) / MTOK
-        out = Decimal(completion) * price.output_per_mtok / MTOK
-        return float(inp), float(out), float(inp + out)
+        exact_in = (Decimal(prompt - cached) * price.input_per_mtok + Decimal(cached) * cached_rate) / MTOK
+        exact_out = Decimal(completion) * price.output_per_mtok / MTOK
+        return float(exact_in), float(exact_out), float(exact_in + exact_out)
     rates = _flat_rates(provider, model, int(time.time() // 3600))
     if rates == "unknown":
         return UNKNOWN
-    if rates == "tiered":
+    if isinstance(rates, str):  # tiered
         return _catalog_price(
             provider, model, Usage(input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached or None)
         )
