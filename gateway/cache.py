@@ -5,6 +5,7 @@ and are dropped at once when this process saves a change (signals below)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,14 @@ class TTLCache:
     def clear(self) -> None:
         self._data.clear()
 
+    async def get_or_load(self, key: Any, load: Callable[[Any], Any]) -> Any:
+        """The cached value, else `load(key)` run in a thread (it queries the DB) and cached."""
+        found, value = self.get(key)
+        if not found:
+            value = await sync_to_async(load)(key)
+            self.put(key, value)
+        return value
+
 
 _keys = TTLCache()
 _aliases = TTLCache()
@@ -58,11 +67,7 @@ def _load_key(key_hash: str) -> KeyInfo | None:
 
 
 async def key_info(raw_key: str) -> KeyInfo | None:
-    key_hash = hash_key(raw_key)
-    found, info = _keys.get(key_hash)
-    if not found:
-        info = await sync_to_async(_load_key)(key_hash)
-        _keys.put(key_hash, info)
+    info: KeyInfo | None = await _keys.get_or_load(hash_key(raw_key), _load_key)
     return info
 
 
@@ -71,10 +76,7 @@ def _load_aliases(project_id: int) -> dict[str, str]:
 
 
 async def aliases(project_id: int) -> dict[str, str]:
-    found, value = _aliases.get(project_id)
-    if not found:
-        value = await sync_to_async(_load_aliases)(project_id)
-        _aliases.put(project_id, value)
+    value: dict[str, str] = await _aliases.get_or_load(project_id, _load_aliases)
     return value
 
 
@@ -86,10 +88,7 @@ def _load_credentials(project_id: int) -> dict[str, Credential]:
 
 
 async def credentials(project_id: int) -> dict[str, Credential]:
-    found, value = _credentials.get(project_id)
-    if not found:
-        value = await sync_to_async(_load_credentials)(project_id)
-        _credentials.put(project_id, value)
+    value: dict[str, Credential] = await _credentials.get_or_load(project_id, _load_credentials)
     return value
 
 

@@ -6,7 +6,6 @@ tested without a network; `AnthropicProvider` only adds credentials and the HTTP
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -16,7 +15,7 @@ import orjson
 
 from gateway.errors import GatewayError, bad_gateway, bad_request, unsupported_parameter
 
-from .base import Credential, redact
+from .base import Credential, env_credential, redact
 from .http import parse_event, post_json, post_sse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -362,13 +361,7 @@ class AnthropicProvider:
     )
 
     def credential(self, stored: Credential | None) -> Credential | None:
-        if stored is not None:
-            return stored
-        key = os.environ.get("ANTHROPIC_API_KEY") or None
-        base = os.environ.get("ANTHROPIC_BASE_URL") or ""
-        if key is None and not base:
-            return None
-        return Credential(key, (base or DEFAULT_BASE_URL).rstrip("/"))
+        return env_credential(stored, "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
 
     def check(self, body: dict[str, Any]) -> None:
         for param in UNSUPPORTED:

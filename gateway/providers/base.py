@@ -4,6 +4,7 @@ translating to and from its own wire protocol."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,6 +52,18 @@ class Provider(Protocol):
     def stream(self, body: dict[str, Any], model: str, cred: Credential) -> AsyncIterator[dict[str, Any]]:
         """OpenAI chat.completion.chunk objects; the last one carries `usage`."""
         ...
+
+
+def env_credential(stored: Credential | None, key_var: str, base_var: str, default_base: str) -> Credential | None:
+    """The project's stored credential, else one from the environment; None when neither a key nor
+    a base URL is set (a keyless base URL serves OpenAI-compatible servers such as vLLM)."""
+    if stored is not None:
+        return stored
+    key = os.environ.get(key_var) or None
+    base = os.environ.get(base_var) or ""
+    if key is None and not base:
+        return None
+    return Credential(key, (base or default_base).rstrip("/"))
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

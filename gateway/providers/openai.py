@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.errors import GatewayError, bad_gateway
 
-from .base import Credential, redact
+from .base import Credential, env_credential, redact
 from .http import parse_event, post_json, post_sse
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -22,13 +21,7 @@ class OpenAIProvider:
     known_models: tuple[str, ...] = ("gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini", "o4-mini")
 
     def credential(self, stored: Credential | None) -> Credential | None:
-        if stored is not None:
-            return stored
-        key = os.environ.get("OPENAI_API_KEY") or None
-        base = os.environ.get("OPENAI_BASE_URL") or ""
-        if key is None and not base:
-            return None
-        return Credential(key, (base or DEFAULT_BASE_URL).rstrip("/"))
+        return env_credential(stored, "OPENAI_API_KEY", "OPENAI_BASE_URL", DEFAULT_BASE_URL)
 
     def check(self, body: dict[str, Any]) -> None:
         return None
