@@ -4,6 +4,7 @@ a warm request touches no database."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -94,6 +95,10 @@ def _usage(rec: dict[str, Any], usage: dict[str, Any] | None) -> None:
     rec["cached_tokens"] = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
 
 
+class ClientGone(Exception):
+    """The caller closed the connection before the answer was complete."""
+
+
 class ChatCall:
     """One request's state: timing, the trace record, the response."""
 
@@ -128,7 +133,7 @@ class ChatCall:
             else:
                 headers = trace_headers(self.trace_id, self.model, self.overhead_ms())
                 await send_json(self.send, exc.status, exc.body(), headers)
-        except OSError:  # the client went away mid-answer
+        except ClientGone:  # nobody is listening: stop paying the upstream for tokens
             self.rec.update(status=499, error_class="client_disconnected")
         except Exception:
             log.exception("unexpected error in chat completion %s", self.trace_id)
@@ -199,11 +204,19 @@ class ChatCall:
         body = orjson.dumps(data)
         await send_json(self.send, 200, body, trace_headers(self.trace_id, self.model, self.overhead_ms()))
 
+    async def _watch_disconnect(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
     async def _stream(self, chunks: Any, body: dict[str, Any]) -> None:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         acc = StreamAccumulator()
+        # The server drops writes to a closed connection silently; this tells us when it happens.
+        watcher = asyncio.ensure_future(self._watch_disconnect())
         try:
             while True:
+                if watcher.done():
+                    raise ClientGone
                 t = perf_counter()
                 try:
                     chunk = await chunks.__anext__()
@@ -228,6 +241,7 @@ class ChatCall:
                 raise bad_gateway("The provider ended the stream without sending anything.", "upstream_stream_broken")
             await self.send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         finally:
+            watcher.cancel()
             await chunks.aclose()
             self._record_stream(acc)
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
-def read_trace(trace_id: str) -> dict[str, Any]:
-    """The trace row as written to ClickHouse, after the writer has flushed."""
+def read_trace(trace_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The trace row as written to ClickHouse. The server submits a trace just after the answer
+    goes out, so this waits for it (flushing the writer) up to `timeout`."""
     from opentracy_site import clickhouse
     from traces.writer import get_writer
 
-    get_writer().flush()
-    columns, rows = clickhouse.query("SELECT * FROM traces WHERE trace_id = {id:UUID}", {"id": trace_id})
-    assert rows, f"trace {trace_id} not found"
-    return dict(zip(columns, rows[0], strict=True))
+    deadline = time.monotonic() + timeout
+    while True:
+        get_writer().flush()
+        columns, rows = clickhouse.query("SELECT * FROM traces WHERE trace_id = {id:UUID}", {"id": trace_id})
+        if rows:
+            return dict(zip(columns, rows[0], strict=True))
+        assert time.monotonic() < deadline, f"trace {trace_id} not found"
+        time.sleep(0.05)

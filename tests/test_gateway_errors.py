@@ -3,6 +3,7 @@ raises its matching exception class), and the failed request is still traced."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -152,3 +153,21 @@ def test_stream_failing_after_first_byte_ends_with_error_not_done(client: Any, m
 def test_unknown_route_is_openai_shaped_404(server_url: str) -> None:
     resp = httpx.get(f"{server_url}/v1/nothing-here")
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "unknown_url"
+
+
+def test_client_disconnect_mid_stream_stops_the_upstream(
+    server_url: str, api_key: str, providers: dict[str, Any]
+) -> None:
+    fake = providers["openai"]
+    finished_before = fake.finished_streams
+    body = {"model": "openai/gpt-long", "messages": MESSAGES, "stream": True}
+    with httpx.stream(
+        "POST", f"{server_url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"}
+    ) as resp:
+        trace_id = resp.headers["x-opentracy-trace-id"]
+        next(resp.iter_raw())  # the first events arrive, then the caller hangs up
+    row = read_trace(trace_id)
+    assert row["status"] == 499 and row["error_class"] == "client_disconnected"
+    assert row["completion_tokens"] == 0  # no usage: the upstream was cut off before the end
+    time.sleep(0.5)
+    assert fake.finished_streams == finished_before  # the upstream stream was abandoned, not drained

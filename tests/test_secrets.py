@@ -9,8 +9,7 @@ import openai
 import pytest
 
 from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY
-from opentracy_site import clickhouse
-from traces.writer import get_writer
+from tests.support import read_trace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
@@ -20,20 +19,27 @@ SECRETS = (FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY)
 def test_keys_never_leak(client: Any, people: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     errors = []
-    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    list(client.chat.completions.create(model="claude-haiku-4-5", messages=MESSAGES, stream=True))
+    ids = [
+        client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES).headers[
+            "x-opentracy-trace-id"
+        ]
+    ]
+    stream = client.chat.completions.create(model="claude-haiku-4-5", messages=MESSAGES, stream=True)
+    list(stream)
+    ids.append(stream.response.headers["x-opentracy-trace-id"])
     # Upstreams that echo the key they were sent, in an error body or mid-stream.
     for model in ("openai/gpt-auth", "anthropic/claude-auth", "openai/gpt-error-400"):
         with pytest.raises(openai.APIStatusError) as err:
             client.chat.completions.create(model=model, messages=MESSAGES)
         errors.append(err.value.message + err.value.response.text)
+        ids.append(err.value.response.headers["x-opentracy-trace-id"])
+    stream = client.chat.completions.create(model="openai/gpt-stream-error", messages=MESSAGES, stream=True)
     with pytest.raises(openai.APIError) as stream_err:
-        list(client.chat.completions.create(model="openai/gpt-stream-error", messages=MESSAGES, stream=True))
+        list(stream)
     errors.append(str(stream_err.value))
+    ids.append(stream.response.headers["x-opentracy-trace-id"])
 
-    get_writer().flush()
-    _cols, rows = clickhouse.query("SELECT * FROM traces WHERE project_id = {p:UInt64}", {"p": people["project"].id})
-    assert len(rows) >= 6
+    rows = [read_trace(trace_id) for trace_id in ids]
     stored = repr(rows)
     for secret in SECRETS:
         assert secret not in stored, "a provider key was written to a trace"

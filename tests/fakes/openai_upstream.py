@@ -12,6 +12,7 @@ The requested model name picks the behaviour:
 - "slow": sleeps 30 s before answering. "garbage": 200 with a body that is not JSON.
 - "cut" (streaming): two content chunks, then the connection is dropped without [DONE].
 - "stream-error" (streaming): an error event after the first content chunk.
+- "long" (streaming): 200 words, 20 ms apart; `finished_streams` counts the ones sent to the end.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def _answer(model: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
         return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
     text = _last_user_text(body)
     content = json.dumps({"answer": text}) if "json" in model else f"You said: {text}"
+    if "long" in model:
+        content = " ".join(f"word{i}" for i in range(200))
     return {"role": "assistant", "content": content}, "stop"
 
 
@@ -76,6 +79,8 @@ def _usage(model: str, body: dict[str, Any], message: dict[str, Any]) -> dict[st
 
 class FakeOpenAI(LoopbackServer):
     name = "fake-openai"
+
+    finished_streams = 0
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -152,6 +157,8 @@ class FakeOpenAI(LoopbackServer):
                     assert request.transport is not None
                     request.transport.close()  # drop the connection without [DONE]
                     return resp
+                if "long" in model:
+                    await asyncio.sleep(0.02)
                 if "stream-error" in model:
                     await send({"error": {"message": "Fake upstream failed mid-stream.", "type": "server_error"}})
                     return resp
@@ -159,4 +166,5 @@ class FakeOpenAI(LoopbackServer):
         if (body.get("stream_options") or {}).get("include_usage"):
             await send({**chunk({}), "choices": [], "usage": usage})
         await send("[DONE]")
+        self.finished_streams += 1
         return resp

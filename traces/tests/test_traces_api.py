@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from django.test import Client
 
-from traces.writer import get_writer
+from tests.support import read_trace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,9 +28,10 @@ def traffic(client: Any) -> dict[str, str]:
             model=model, messages=[{"role": "user", "content": f"question {label} zebra{label}"}], metadata=meta
         )
         ids[label] = raw.headers["x-opentracy-trace-id"]
-    with pytest.raises(Exception):
+    with pytest.raises(openai.InternalServerError) as err:  # a failed request is traced too
         client.chat.completions.create(model="openai/gpt-error-500", messages=[{"role": "user", "content": "e"}])
-    get_writer().flush()
+    for trace_id in [*ids.values(), err.value.response.headers["x-opentracy-trace-id"]]:
+        read_trace(trace_id)  # written
     return ids
 
 
