@@ -49,11 +49,18 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
 
 
 class CredentialForm(forms.ModelForm[ProviderCredential]):
-    api_key = forms.CharField(widget=forms.PasswordInput(render_value=False), help_text="Stored encrypted.")
+    api_key = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted, never shown again. Leave empty to keep the current key.",
+    )
 
     class Meta:
         model = ProviderCredential
         fields = ["project", "provider", "base_url"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["api_key"].required = self.instance.pk is None
 
 
 @admin.register(ProviderCredential)
@@ -62,6 +69,9 @@ class ProviderCredentialAdmin(admin.ModelAdmin[ProviderCredential]):
     list_display = ["project", "provider", "base_url", "updated_at"]
 
     def save_model(self, request: HttpRequest, obj: ProviderCredential, form: Any, change: bool) -> None:
+        if change and not form.cleaned_data["api_key"]:
+            obj.save(update_fields=["project", "provider", "base_url", "updated_at"])
+            return
         cred = services.credential_set(
             project=obj.project, provider=obj.provider, api_key=form.cleaned_data["api_key"], base_url=obj.base_url
         )
@@ -72,6 +82,10 @@ class ProviderCredentialAdmin(admin.ModelAdmin[ProviderCredential]):
 class AliasAdmin(admin.ModelAdmin[Alias]):
     list_display = ["name", "target", "project", "updated_at"]
     list_filter = ["project"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Alias | None = None) -> list[str]:
+        # Renaming would orphan the history; create a new alias instead.
+        return ["project", "name"] if obj else []
 
     def save_model(self, request: HttpRequest, obj: Alias, form: Any, change: bool) -> None:
         alias = services.alias_set(

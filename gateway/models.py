@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+
+def validate_base_url(value: str) -> None:
+    # Not URLValidator: it refuses single-label hosts, and self-hosted servers live at http://vllm:8000.
+    if value and not value.startswith(("http://", "https://")):
+        raise ValidationError("Enter an http:// or https:// URL.")
 
 
 class Project(models.Model):
@@ -62,7 +69,12 @@ class ProviderCredential(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="credentials")
     provider = models.CharField(max_length=32, choices=Provider.choices)
     api_key_encrypted = models.TextField(editable=False)
-    base_url = models.URLField(blank=True, help_text="Leave empty for the provider's default.")
+    base_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_base_url],
+        help_text="Leave empty for the provider's default. Internal hosts are fine: http://vllm:8000/v1.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
