@@ -49,7 +49,15 @@ def query(sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str]
 
 def insert(table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
     with _lock:
-        client().insert(table, rows, column_names=list(column_names))
+        c = client()
+        context = c.create_insert_context(table, column_names=list(column_names), data=rows)
+        try:
+            c.insert(context=context)
+        finally:
+            # clickhouse-connect's insert context keeps a bound method of itself (a reference cycle)
+            # and the rows: left alone, every batch waits for a full GC pass (~25 ms under load,
+            # measured by bench/gcprobe). Emptying it frees the batch now.
+            vars(context).clear()
 
 
 def ping() -> None:
