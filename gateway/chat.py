@@ -119,9 +119,9 @@ class ChatCall:
         try:
             key = await authenticate(self.scope)
         except GatewayError as exc:
-            # No project to attribute it to, so no trace; answered and logged.
+            # No project to attribute it to, so no trace (and an empty trace id); answered and logged.
             log.info("rejected /v1/chat/completions: %s", exc.message)
-            await send_json(self.send, exc.status, exc.body(), trace_headers(self.trace_id, "", self.overhead_ms()))
+            await send_json(self.send, exc.status, exc.body(), trace_headers("", "", self.overhead_ms()))
             return
         self.rec.update(project_id=key.project_id, api_key_id=key.key_id)
         try:
