@@ -40,5 +40,5 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: migrate
+bench: install  # needs wrk (apt-get install -y wrk); uses its own temp var dir
 	$(PY) bench/gateway_overhead.py
