@@ -69,6 +69,20 @@ def server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
         server.should_exit = True
         thread.join(10)
+        _drop_other_connections()
+
+
+def _drop_other_connections() -> None:
+    """The server's and the trace writer's threads keep their DB connections open (as in
+    production); on Postgres they would block dropping the test database."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 @pytest.fixture(scope="session")
