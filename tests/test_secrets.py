@@ -16,7 +16,7 @@ MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 SECRETS = (FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY)
 
 
-def test_keys_never_leak(client: Any, people: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_keys_never_leak(client: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     errors = []
     ids = [
