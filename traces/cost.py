@@ -17,8 +17,7 @@ from gateway.models import ModelPrice
 
 Cost = tuple[float | None, float | None, float | None]
 UNKNOWN: Cost = (None, None, None)
-MTOK = Decimal(1_000_000)
-MTOK_INT = 1_000_000
+MTOK = 1_000_000
 OVERRIDES_TTL_S = 30.0
 
 _overrides: dict[tuple[int | None, str], ModelPrice] = {}
@@ -42,23 +41,18 @@ def _catalog_price(provider: str, model: str, usage: Usage) -> Cost:
 
 
 @functools.lru_cache(maxsize=4096)
-def _flat_rates(provider: str, model: str, hour: int) -> tuple[float, float, float] | str:
-    """USD per token (input, cached input, output) for a model whose prices are flat, so a trace
-    costs a few multiplications instead of a full genai-prices calculation (~50 µs, most of the
-    writer's time per row). 'unknown' or 'tiered' otherwise. Keyed by the hour: prices change."""
+def _flat_rates(provider: str, model: str, hour: int) -> tuple[float, float, float] | None:
+    """USD per token (input, cached input, output) when the model's prices are flat, so a trace
+    costs three multiplications instead of a full genai-prices calculation (~50 µs, most of the
+    writer's time per row). None for tiered or unknown prices. Keyed by the hour: prices change."""
     try:
-        calc = calc_price(Usage(input_tokens=MTOK_INT, output_tokens=MTOK_INT), model_ref=model, provider_id=provider)
+        calc = calc_price(Usage(input_tokens=MTOK, output_tokens=MTOK), model_ref=model, provider_id=provider)
     except LookupError:
-        return "unknown"
+        return None
     if any(isinstance(v, TieredPrices) for v in vars(calc.model_price).values()):
-        return "tiered"
-    cached = _catalog_price(provider, model, Usage(input_tokens=MTOK_INT, cache_read_tokens=MTOK_INT))[0]
-    per_token = float(calc.input_price) / MTOK_INT
-    return (
-        per_token,
-        (cached if cached is not None else float(calc.input_price)) / MTOK_INT,
-        float(calc.output_price) / MTOK_INT,
-    )
+        return None
+    all_cached = calc_price(Usage(input_tokens=MTOK, cache_read_tokens=MTOK), model_ref=model, provider_id=provider)
+    return float(calc.input_price) / MTOK, float(all_cached.input_price) / MTOK, float(calc.output_price) / MTOK
 
 
 def invalidate_overrides() -> None:
@@ -75,13 +69,11 @@ def compute_cost(*, project_id: int, provider: str, model: str, prompt: int, com
     price = _override(project_id, f"{provider}/{model}")
     if price is not None:
         cached_rate = price.cached_input_per_mtok if price.cached_input_per_mtok is not None else price.input_per_mtok
-        exact_in = (Decimal(prompt - cached) * price.input_per_mtok + Decimal(cached) * cached_rate) / MTOK
-        exact_out = Decimal(completion) * price.output_per_mtok / MTOK
+        exact_in = (Decimal(prompt - cached) * price.input_per_mtok + Decimal(cached) * cached_rate) / Decimal(MTOK)
+        exact_out = Decimal(completion) * price.output_per_mtok / Decimal(MTOK)
         return float(exact_in), float(exact_out), float(exact_in + exact_out)
     rates = _flat_rates(provider, model, int(time.time() // 3600))
-    if rates == "unknown":
-        return UNKNOWN
-    if isinstance(rates, str):  # tiered
+    if rates is None:
         return _catalog_price(
             provider, model, Usage(input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached or None)
         )
