@@ -89,13 +89,7 @@ async def post_json(
         raise gateway_timeout(f"Provider `{provider}` did not answer in time.") from None
     except aiohttp.ClientError as exc:
         raise bad_gateway(f"Could not reach provider `{provider}`: {type(exc).__name__}.") from None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad_gateway(f"Provider `{provider}` returned a response that is not JSON.") from None
-    if not isinstance(data, dict):
-        raise bad_gateway(f"Provider `{provider}` returned an unexpected response.")
-    return data
+    return _json_object(provider, raw, "a response")
 
 
 async def post_sse(
@@ -130,10 +124,14 @@ async def post_sse(
 
 
 def parse_event(provider: str, data: bytes) -> dict[str, Any]:
+    return _json_object(provider, data, "a stream event")
+
+
+def _json_object(provider: str, raw: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = orjson.loads(data)
+        obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise bad_gateway(f"Provider `{provider}` sent a stream event that is not JSON.") from None
+        raise bad_gateway(f"Provider `{provider}` sent {what} that is not JSON.") from None
     if not isinstance(obj, dict):
-        raise bad_gateway(f"Provider `{provider}` sent an unexpected stream event.")
+        raise bad_gateway(f"Provider `{provider}` sent {what} of an unexpected shape.")
     return obj

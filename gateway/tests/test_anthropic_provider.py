@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -287,12 +286,9 @@ def test_stream_translator_tool_without_arguments_gets_empty_object() -> None:
 # ---------------------------------------------------------------- against the fake server
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeAnthropic]:
-    server = FakeAnthropic()
-    server.start()
-    yield server
-    server.stop()
+@pytest.fixture
+def fake(fake_anthropic: FakeAnthropic) -> FakeAnthropic:
+    return fake_anthropic  # the session's fake server (conftest.py)
 
 
 @pytest.fixture
