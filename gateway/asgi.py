@@ -27,7 +27,7 @@ async def _model_entries(project_id: int) -> list[dict[str, Any]]:
     ]
     stored = await cache.credentials(project_id)
     for provider in PROVIDERS.values():
-        if provider.credential(stored.get(provider.name)) is None:
+        if provider.credential((stored.get(provider.name) or [None])[0]) is None:
             continue
         entries += [
             {"id": f"{provider.name}/{m}", "object": "model", "created": CREATED, "owned_by": provider.name}

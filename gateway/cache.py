@@ -80,15 +80,18 @@ async def aliases(project_id: int) -> dict[str, str]:
     return value
 
 
-def _load_credentials(project_id: int) -> dict[str, Credential]:
-    return {
-        c.provider: Credential(decrypt(c.api_key_encrypted), c.base_url.rstrip("/"))
-        for c in ProviderCredential.objects.filter(project_id=project_id)
-    }
+def _load_credentials(project_id: int) -> dict[str, list[Credential]]:
+    found: dict[str, list[Credential]] = {}
+    for c in ProviderCredential.objects.filter(project_id=project_id).order_by("provider", "label"):
+        options = {str(k): str(v) for k, v in (c.options or {}).items()}
+        cred = Credential(decrypt(c.api_key_encrypted), c.base_url.rstrip("/"), options, c.label, c.weight)
+        found.setdefault(c.provider, []).append(cred)
+    return found
 
 
-async def credentials(project_id: int) -> dict[str, Credential]:
-    value: dict[str, Credential] = await _credentials.get_or_load(project_id, _load_credentials)
+async def credentials(project_id: int) -> dict[str, list[Credential]]:
+    """The project's stored credentials per provider (several labels are load-balanced)."""
+    value: dict[str, list[Credential]] = await _credentials.get_or_load(project_id, _load_credentials)
     return value
 
 

@@ -35,7 +35,6 @@ SSE_HEADERS: Headers = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-ENV_HINT = {"openai": "OPENAI_API_KEY (or OPENAI_BASE_URL)", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 def header(scope: dict[str, Any], name: bytes) -> str:
@@ -163,10 +162,11 @@ class ChatCall:
         self.model = target.name
         self.rec.update(resolved_model=target.name, provider=target.provider, alias=alias)
         provider = PROVIDERS[target.provider]
-        cred = provider.credential((await cache.credentials(key.project_id)).get(provider.name))
+        stored = (await cache.credentials(key.project_id)).get(provider.name)
+        cred = provider.credential(stored[0] if stored else None)
         if cred is None:
             raise bad_request(
-                f"Provider `{provider.name}` is not configured: set {ENV_HINT.get(provider.name, 'its key')} "
+                f"Provider `{provider.name}` is not configured: set {provider.env_hint} "
                 "or store a credential for this project.",
                 code="provider_not_configured",
             )

@@ -59,15 +59,26 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
-class ProviderCredential(models.Model):
-    """A provider key stored per project, encrypted at rest; it wins over the environment's."""
+def provider_choices() -> list[tuple[str, str]]:
+    from .providers import PROVIDERS
 
-    class Provider(models.TextChoices):
-        OPENAI = "openai"
-        ANTHROPIC = "anthropic"
+    return [(name, name) for name in sorted(PROVIDERS)]
+
+
+class ProviderCredential(models.Model):
+    """A provider key stored per project, encrypted at rest; it wins over the environment's.
+    Several credentials of one provider (labels) are load-balanced by weight."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="credentials")
-    provider = models.CharField(max_length=32, choices=Provider.choices)
+    provider = models.CharField(max_length=32, choices=provider_choices)
+    label = models.SlugField(max_length=50, default="default", help_text="Tells several keys of one provider apart.")
+    weight = models.PositiveIntegerField(default=1, help_text="Share of traffic among this provider's credentials.")
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Provider settings, e.g. {"api_version": "2024-10-21"} (Azure) or {"region": "us-east-1", '
+        '"access_key_id": "AKIA..."} (Bedrock).',
+    )
     api_key_encrypted = models.TextField(editable=False)
     base_url = models.CharField(
         max_length=500,
@@ -78,10 +89,10 @@ class ProviderCredential(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "provider"], name="unique_credential")]
+        constraints = [models.UniqueConstraint(fields=["project", "provider", "label"], name="unique_credential")]
 
     def __str__(self) -> str:
-        return f"{self.provider} credential of {self.project}"
+        return f"{self.provider}:{self.label} credential of {self.project}"
 
 
 class Alias(models.Model):

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from .crypto import encrypt
 from .keys import generate_key, hash_key
-from .models import Alias, AliasChange, ApiKey, Membership, Project, ProviderCredential
+from .models import Alias, AliasChange, ApiKey, Membership, Project, ProviderCredential, validate_base_url
+from .providers import PROVIDERS
 from .resolve import parse_target
 
 
@@ -41,13 +42,29 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
-def credential_set(*, project: Project, provider: str, api_key: str, base_url: str = "") -> ProviderCredential:
-    if provider not in ProviderCredential.Provider.values:
-        raise ValidationError(f"Unknown provider {provider!r}.")
+def credential_set(
+    *,
+    project: Project,
+    provider: str,
+    api_key: str,
+    base_url: str = "",
+    options: dict[str, str] | None = None,
+    label: str = "default",
+    weight: int = 1,
+) -> ProviderCredential:
+    if provider not in PROVIDERS:
+        raise ValidationError(f"Unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}.")
+    validate_base_url(base_url)
     cred, _ = ProviderCredential.objects.update_or_create(
         project=project,
         provider=provider,
-        defaults={"api_key_encrypted": encrypt(api_key), "base_url": base_url},
+        label=label,
+        defaults={
+            "api_key_encrypted": encrypt(api_key),
+            "base_url": base_url,
+            "options": options or {},
+            "weight": weight,
+        },
     )
     return cred
 

@@ -195,6 +195,7 @@ test_async_client_plain_and_streaming = pytest.mark.asyncio(test_async_client_pl
 def test_local_model_answers_without_any_provider_key(client: Any) -> None:
     """SmolLM2 runs in-process: the real model answers a real prompt."""
     question = [{"role": "user", "content": "What is the capital of France?"}]
+    client = client.with_options(timeout=120)  # a fresh checkout converts the GGUF first (~25 s)
     raw = client.chat.completions.with_raw_response.create(
         model="local/smollm2-135m-instruct", messages=question, max_tokens=12, temperature=0
     )

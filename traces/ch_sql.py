@@ -11,6 +11,7 @@ TRACE_COLUMNS: dict[str, object] = {
     "project_id": 0,
     "timestamp": None,
     "api_key_id": 0,
+    "endpoint": "chat",
     "requested_model": "",
     "alias": "",
     "resolved_model": "",
@@ -32,6 +33,10 @@ TRACE_COLUMNS: dict[str, object] = {
     "latency_ms": 0.0,
     "ttft_ms": None,
     "overhead_ms": 0.0,
+    # (target, status, error_class, latency_ms) per upstream call; see ch_migrations/m0002.
+    "attempts": [],
+    "retries": 0,
+    "fallbacks": 0,
     "user": "",
     "metadata": {},
     "tags": [],

@@ -353,6 +353,7 @@ class StreamTranslator:
 class AnthropicProvider:
     name: str = "anthropic"
     model_prefixes: tuple[str, ...] = ("claude-",)
+    env_hint = "ANTHROPIC_API_KEY"
     known_models: tuple[str, ...] = (
         "claude-opus-4-1",
         "claude-sonnet-4-5",

@@ -5,19 +5,32 @@ translating to and from its own wire protocol."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# Option names whose values are secrets as much as the API key is.
+SECRET_OPTIONS = ("session_token",)
 
 
 @dataclass(frozen=True)
 class Credential:
     api_key: str | None
     base_url: str
+    # Provider-specific settings: Azure's `api_version`, Bedrock's `region` and `access_key_id`, ...
+    options: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # The stored credential's label ('' for the environment's); several labels of one provider are
+    # load-balanced by weight.
+    label: str = ""
+    weight: int = 1
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never leave the engine (scrubbed from errors and traces)."""
-        return (self.api_key,) if self.api_key else ()
+        values = [self.api_key, *(self.options.get(k) for k in SECRET_OPTIONS)]
+        return tuple(v for v in values if v)
+
+    def option(self, name: str, default: str = "") -> str:
+        return self.options.get(name) or default
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,8 @@ class Provider(Protocol):
     model_prefixes: tuple[str, ...]
     # Shown by GET /v1/models when the provider is configured.
     known_models: tuple[str, ...]
+    # How to configure it from the environment, for the "not configured" error.
+    env_hint: str
 
     def credential(self, stored: Credential | None) -> Credential | None:
         """The credential to use: the project's stored one, else the environment's; None if absent."""

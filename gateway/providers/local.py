@@ -299,6 +299,7 @@ class LocalProvider:
     name = "local"
     model_prefixes: tuple[str, ...] = ("smollm2-",)
     known_models: tuple[str, ...] = (MODEL_NAME,)
+    env_hint = "nothing (it runs in-process)"
 
     def credential(self, stored: Credential | None) -> Credential | None:
         return Credential(None, "local")

@@ -18,6 +18,7 @@ ENGINE_FIELDS = ("metadata",)
 class OpenAIProvider:
     name = "openai"
     model_prefixes: tuple[str, ...] = ("gpt-", "chatgpt-", "o1", "o3", "o4")
+    env_hint = "OPENAI_API_KEY (or OPENAI_BASE_URL)"
     known_models: tuple[str, ...] = ("gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini", "o4-mini")
 
     def credential(self, stored: Credential | None) -> Credential | None:
