@@ -13,21 +13,24 @@ import orjson
 from django.conf import settings
 
 from . import cache
-from .chat import ChatCall, Receive, Send, authenticate, send_json, trace_headers
+from .chat import ChatCall
+from .embeddings import EmbeddingsCall
 from .errors import GatewayError, model_not_found
+from .io import Receive, Send, authenticate, send_json, trace_headers
 from .providers import PROVIDERS
 
+CALLS: dict[str, type[ChatCall]] = {"/v1/chat/completions": ChatCall, "/v1/embeddings": EmbeddingsCall}
 CREATED = int(time.mktime((2024, 1, 1, 0, 0, 0, 0, 0, 0)))
 
 
 async def _model_entries(project_id: int) -> list[dict[str, Any]]:
     entries = [
-        {"id": name, "object": "model", "created": CREATED, "owned_by": f"alias:{target}"}
-        for name, target in sorted((await cache.aliases(project_id)).items())
+        {"id": name, "object": "model", "created": CREATED, "owned_by": f"alias:{route.target}"}
+        for name, route in sorted((await cache.aliases(project_id)).items())
     ]
     stored = await cache.credentials(project_id)
     for provider in PROVIDERS.values():
-        if provider.credential((stored.get(provider.name) or [None])[0]) is None:
+        if not stored.get(provider.name) and provider.credential(None) is None:
             continue
         entries += [
             {"id": f"{provider.name}/{m}", "object": "model", "created": CREATED, "owned_by": provider.name}
@@ -51,8 +54,9 @@ async def models(scope: dict[str, Any], send: Send, model_id: str | None) -> Non
 
 async def gateway_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     path, method = scope["path"].rstrip("/"), scope["method"]
-    if path == "/v1/chat/completions" and method == "POST":
-        await ChatCall(scope, receive, send, settings.OPENTRACY_MAX_BODY_BYTES).run()
+    call = CALLS.get(path) if method == "POST" else None
+    if call is not None:
+        await call(scope, receive, send, settings.OPENTRACY_MAX_BODY_BYTES).run()
         return
     try:
         if path == "/v1/models" and method == "GET":

@@ -16,10 +16,31 @@ from django.dispatch import receiver
 
 from .crypto import decrypt
 from .keys import hash_key
-from .models import Alias, ApiKey, ProviderCredential
+from .models import Alias, ApiKey, Project, ProviderCredential
 from .providers.base import Credential
 
 MAX_NEGATIVE = 10_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A key's and its project's limits (None: unlimited)."""
+
+    key_rpm: int | None = None
+    key_tpm: int | None = None
+    project_rpm: int | None = None
+    project_tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: str = "month"
+
+    @property
+    def any(self) -> bool:
+        return any(
+            v is not None for v in (self.key_rpm, self.key_tpm, self.project_rpm, self.project_tpm, self.budget_usd)
+        )
+
+
+NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -27,6 +48,16 @@ class KeyInfo:
     key_id: int
     project_id: int
     name: str
+    limits: Limits = NO_LIMITS
+
+
+@dataclass(frozen=True)
+class Route:
+    """An alias: its target, the fallback chain and the retry budget (None: the engine default)."""
+
+    target: str
+    fallbacks: tuple[str, ...] = ()
+    retries: int | None = None
 
 
 class TTLCache:
@@ -62,8 +93,19 @@ _credentials = TTLCache()
 
 
 def _load_key(key_hash: str) -> KeyInfo | None:
-    row = ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).values("id", "project_id", "name").first()
-    return KeyInfo(row["id"], row["project_id"], row["name"]) if row else None
+    key = ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).select_related("project").first()
+    if key is None:
+        return None
+    p = key.project
+    limits = Limits(
+        key.rpm_limit,
+        key.tpm_limit,
+        p.rpm_limit,
+        p.tpm_limit,
+        float(p.budget_usd) if p.budget_usd is not None else None,
+        p.budget_period,
+    )
+    return KeyInfo(key.id, key.project_id, key.name, limits)
 
 
 async def key_info(raw_key: str) -> KeyInfo | None:
@@ -71,12 +113,15 @@ async def key_info(raw_key: str) -> KeyInfo | None:
     return info
 
 
-def _load_aliases(project_id: int) -> dict[str, str]:
-    return dict(Alias.objects.filter(project_id=project_id).values_list("name", "target"))
+def _load_aliases(project_id: int) -> dict[str, Route]:
+    return {
+        a.name: Route(a.target, tuple(a.fallbacks or ()), a.retries)
+        for a in Alias.objects.filter(project_id=project_id)
+    }
 
 
-async def aliases(project_id: int) -> dict[str, str]:
-    value: dict[str, str] = await _aliases.get_or_load(project_id, _load_aliases)
+async def aliases(project_id: int) -> dict[str, Route]:
+    value: dict[str, Route] = await _aliases.get_or_load(project_id, _load_aliases)
     return value
 
 
@@ -101,6 +146,7 @@ def clear_all() -> None:
 
 
 @receiver([post_save, post_delete], sender=ApiKey)
+@receiver([post_save, post_delete], sender=Project)  # limits live on the project too
 def _api_key_changed(**kwargs: Any) -> None:
     _keys.clear()
 

@@ -15,6 +15,8 @@ class GatewayError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -22,6 +24,16 @@ class GatewayError(Exception):
         self.type = type
         self.code = code
         self.param = param
+        # A transient upstream failure (connect error, timeout, 429, 5xx): worth another try.
+        self.retryable = retryable
+        # Seconds the upstream asked us to wait (its Retry-After), if it said.
+        self.retry_after = retry_after
+
+    @property
+    def context_length(self) -> bool:
+        """The prompt did not fit the model: a longer-context fallback may still answer."""
+        text = f"{self.code} {self.message}".lower()
+        return self.code == "context_length_exceeded" or "context length" in text or "context window" in text
 
     @property
     def error_class(self) -> str:
@@ -65,9 +77,14 @@ def unsupported_parameter(provider: str, param: str, detail: str = "") -> Gatewa
     return GatewayError(422, f"{message} {detail}".strip(), code="unsupported_parameter", param=param)
 
 
-def bad_gateway(message: str, code: str = "upstream_error") -> GatewayError:
-    return GatewayError(502, message, type="server_error", code=code)
+def bad_gateway(message: str, code: str = "upstream_error", *, retryable: bool = False) -> GatewayError:
+    return GatewayError(502, message, type="server_error", code=code, retryable=retryable)
 
 
 def gateway_timeout(message: str) -> GatewayError:
-    return GatewayError(504, message, type="server_error", code="upstream_timeout")
+    return GatewayError(504, message, type="server_error", code="upstream_timeout", retryable=True)
+
+
+def rate_limited(message: str, retry_after: float, code: str = "rate_limit_exceeded") -> GatewayError:
+    """The engine's own limits (not an upstream's 429)."""
+    return GatewayError(429, message, type="rate_limit_error", code=code, retry_after=retry_after)

@@ -16,9 +16,20 @@ def validate_base_url(value: str) -> None:
 class Project(models.Model):
     """The tenant boundary: every key, alias, credential and trace belongs to one project."""
 
+    class BudgetPeriod(models.TextChoices):
+        DAY = "day"
+        MONTH = "month"
+
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Limits over all of the project's keys; empty means unlimited.
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, verbose_name="requests per minute")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, verbose_name="tokens per minute")
+    budget_usd = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text="Spend limit per budget period, in USD."
+    )
+    budget_period = models.CharField(max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
 
     def __str__(self) -> str:
         return self.slug
@@ -50,6 +61,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, verbose_name="requests per minute")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, verbose_name="tokens per minute")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
@@ -101,6 +114,12 @@ class Alias(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="aliases")
     name = models.CharField(max_length=100)
     target = models.CharField(max_length=200, help_text="provider/model")
+    fallbacks = models.JSONField(
+        default=list, blank=True, help_text='Tried in order when the target fails: ["anthropic/claude-sonnet-4-5"].'
+    )
+    retries = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Retries per target on transient failures; empty for the engine default."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

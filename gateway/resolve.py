@@ -1,29 +1,58 @@
-"""Model addressing: `provider/model`, a bare model name mapped to its provider, or an alias."""
+"""Model addressing: `provider/model`, `provider@label/model` (one stored credential), a bare model
+name mapped to its provider, or an alias with its fallback chain and retry budget."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import cache
-from .errors import model_not_found
+from .errors import bad_request, model_not_found
 from .providers import PROVIDERS
 from .providers.base import Target
+
+MAX_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to try, in order, for one request: each target gets `retries` more tries on transient
+    failures before the next one is tried."""
+
+    targets: tuple[Target, ...]
+    retries: int
+    alias: str = ""
 
 
 def parse_target(name: str) -> Target | None:
     """`openai/gpt-4o` → Target(openai, gpt-4o); `gpt-4o` → the provider owning that prefix."""
     provider, sep, model = name.partition("/")
+    provider, _, label = provider.partition("@")
     if sep:
-        return Target(provider, model) if provider in PROVIDERS and model else None
+        return Target(provider, model, label) if provider in PROVIDERS and model else None
     for p in PROVIDERS.values():
         if name.startswith(p.model_prefixes):
             return Target(p.name, name)
     return None
 
 
-async def resolve(project_id: int, requested: str) -> tuple[Target, str]:
-    """The target for a requested model name, and the alias used ('' if none)."""
-    target_name = (await cache.aliases(project_id)).get(requested)
-    alias = requested if target_name is not None else ""
-    target = parse_target(target_name or requested)
+def _target(name: str, shown: str) -> Target:
+    target = parse_target(name)
     if target is None:
-        raise model_not_found(requested)
-    return target, alias
+        raise model_not_found(shown)
+    return target
+
+
+def check_retries(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
+        raise bad_request(f"{where} must be an integer from 0 to {MAX_RETRIES}.", param="opentracy.retries")
+    return value
+
+
+async def resolve(project_id: int, requested: str, retries: int | None, default_retries: int) -> Plan:
+    """The plan for a requested model name. `retries` is the request's own override, if any."""
+    route = (await cache.aliases(project_id)).get(requested)
+    if route is None:
+        return Plan((_target(requested, requested),), default_retries if retries is None else retries)
+    targets = tuple(_target(name, requested) for name in (route.target, *route.fallbacks))
+    budget = retries if retries is not None else route.retries if route.retries is not None else default_retries
+    return Plan(targets, budget, requested)

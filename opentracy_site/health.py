@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from gateway.failover import cooling_count
+from gateway.metrics import COOLING, REGISTRY
 from opentracy_site import clickhouse
 from traces.writer import get_writer
 
@@ -41,14 +48,23 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=503 if failing else 200)
 
 
+class _WriterCollector(Collector):
+    """The trace writer's own counters, read at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        writer = get_writer()
+        for name, value in writer.stats.items():
+            yield CounterMetricFamily(f"opentracy_traces_{name}", f"Traces {name} by the writer.", value=value)
+        yield GaugeMetricFamily("opentracy_traces_queue_depth", "Traces waiting in memory.", value=writer.queue_depth())
+        yield GaugeMetricFamily(
+            "opentracy_traces_spool_files", "Spool files waiting for replay.", value=len(writer.pending_spool_files())
+        )
+
+
+REGISTRY.register(_WriterCollector())
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format; spills and a full queue show here as well as in the log."""
-    writer = get_writer()
-    lines = []
-    for name, value in writer.stats.items():
-        lines += [f"# TYPE opentracy_traces_{name}_total counter", f"opentracy_traces_{name}_total {value}"]
-    lines += [
-        "# TYPE opentracy_traces_spool_files gauge",
-        f"opentracy_traces_spool_files {len(writer.pending_spool_files())}",
-    ]
-    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
+    """Prometheus text format: gateway traffic, reliability, cost, and the trace writer."""
+    COOLING.set(cooling_count())
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -146,6 +146,13 @@ OPENTRACY_UPSTREAM_TIMEOUT_S = env_float("OPENTRACY_UPSTREAM_TIMEOUT_S", 120.0)
 OPENTRACY_UPSTREAM_CONNECT_TIMEOUT_S = env_float("OPENTRACY_UPSTREAM_CONNECT_TIMEOUT_S", 10.0)
 # How long a cached API key, alias or credential may be stale in another process.
 OPENTRACY_CACHE_TTL_S = env_float("OPENTRACY_CACHE_TTL_S", 30.0)
+# Reliability: retries per target (an alias or the request may override), exponential backoff with
+# full jitter, and a cooldown for a target after consecutive transient failures.
+OPENTRACY_RETRIES = env_int("OPENTRACY_RETRIES", 2)
+OPENTRACY_RETRY_BACKOFF_S = env_float("OPENTRACY_RETRY_BACKOFF_S", 0.25)
+OPENTRACY_RETRY_MAX_WAIT_S = env_float("OPENTRACY_RETRY_MAX_WAIT_S", 8.0)
+OPENTRACY_COOLDOWN_FAILURES = env_int("OPENTRACY_COOLDOWN_FAILURES", 5)
+OPENTRACY_COOLDOWN_S = env_float("OPENTRACY_COOLDOWN_S", 30.0)
 OPENTRACY_LOCAL_MODEL_PRELOAD = env_bool("OPENTRACY_LOCAL_MODEL_PRELOAD", True)
 OPENTRACY_LOCAL_MODEL_DIR = Path(env_str("OPENTRACY_LOCAL_MODEL_DIR", str(VAR_DIR / "models")))
 

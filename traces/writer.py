@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from gateway import limits, metrics
 from opentracy_site import clickhouse
 
 from .ch_sql import TRACE_COLUMNS, TRACES_TABLE
@@ -53,6 +54,25 @@ def to_row(record: Record) -> list[Any]:
             cost = UNKNOWN
         r["cost_input_usd"], r["cost_output_usd"], r["cost_total_usd"] = cost
     return [r[c] for c in TRACE_COLUMNS]
+
+
+_COST = list(TRACE_COLUMNS).index("cost_total_usd")
+
+
+def _account(batch: list[Record], rows: list[list[Any]]) -> None:
+    """Spend per project (budgets) and per model (/metrics), once per trace as it is priced."""
+    spend: dict[tuple[int, float], float] = {}
+    for record, row in zip(batch, rows, strict=True):
+        usd = row[_COST]
+        if usd:
+            metrics.cost(record.get("provider", ""), record.get("resolved_model", ""), usd)
+            key = (int(record.get("project_id", 0)), float(record["timestamp"]))
+            spend[key] = spend.get(key, 0.0) + usd
+    if spend:
+        try:
+            limits.add_spend(spend)
+        except Exception:  # budgets must never cost a trace
+            log.exception("could not add spend to the budget counters")
 
 
 class TraceWriter:
@@ -101,6 +121,9 @@ class TraceWriter:
             self._thread.join(timeout)
             self._thread = None
 
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
     def flush(self) -> None:
         """Block until everything submitted so far is written or spooled."""
         self._queue.join()
@@ -140,7 +163,9 @@ class TraceWriter:
 
     def _write(self, batch: list[Record]) -> None:
         try:
-            clickhouse.insert(TRACES_TABLE, [to_row(r) for r in batch], list(TRACE_COLUMNS))
+            rows = [to_row(r) for r in batch]
+            _account(batch, rows)
+            clickhouse.insert(TRACES_TABLE, rows, list(TRACE_COLUMNS))
             self.stats["written"] += len(batch)
         except Exception as exc:
             self.stats["write_errors"] += 1

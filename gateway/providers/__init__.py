@@ -5,9 +5,15 @@ from __future__ import annotations
 from .anthropic import AnthropicProvider
 from .base import Provider
 from .local import LocalProvider
-from .openai import OpenAIProvider
+from .openai import SPECS, AzureOpenAIProvider, OpenAIProvider
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (OpenAIProvider(), AnthropicProvider(), LocalProvider())}
+_ALL: tuple[Provider, ...] = (
+    *(OpenAIProvider(spec) for spec in SPECS),
+    AzureOpenAIProvider(),
+    AnthropicProvider(),
+    LocalProvider(),
+)
+PROVIDERS: dict[str, Provider] = {p.name: p for p in _ALL}
 
 
 def get_provider(name: str) -> Provider | None:

@@ -37,10 +37,13 @@ class Credential:
 class Target:
     provider: str
     model: str
+    # Pins one stored credential (`openai@eu/gpt-4o`); empty load-balances over all of them.
+    label: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.provider}/{self.model}"
+        at = f"@{self.label}" if self.label else ""
+        return f"{self.provider}{at}/{self.model}"
 
 
 class Provider(Protocol):

@@ -8,6 +8,8 @@ concurrency on this machine (151 req/s at c=50 against 729 for aiohttp).
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -60,20 +62,47 @@ def _upstream_message(raw: bytes) -> tuple[str, str | None]:
     return raw[:300].decode(errors="replace"), None
 
 
-def upstream_error(provider: str, status: int, raw: bytes, secrets: tuple[str, ...]) -> GatewayError:
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def upstream_error(
+    provider: str, status: int, raw: bytes, secrets: tuple[str, ...], retry_after: str | None = None
+) -> GatewayError:
     """Map an upstream error response to what the caller should see."""
     message, code = _upstream_message(raw)
     message = redact(message, secrets)
+    wait = retry_after_seconds(retry_after)
     if status in (401, 403):
         return bad_gateway(
             f"Provider `{provider}` rejected the credentials configured in the engine (HTTP {status}).",
             code="upstream_auth_error",
         )
     if status == 429:
-        return GatewayError(429, f"{provider}: {message}", type="rate_limit_error", code=code or "rate_limit")
+        return GatewayError(
+            429,
+            f"{provider}: {message}",
+            type="rate_limit_error",
+            code=code or "rate_limit",
+            retryable=True,
+            retry_after=wait,
+        )
     if status in (400, 404, 409, 422):
         return GatewayError(status, f"{provider}: {message}", code=code)
-    return bad_gateway(f"Provider `{provider}` failed with HTTP {status}: {message}")
+    error = bad_gateway(f"Provider `{provider}` failed with HTTP {status}: {message}", retryable=status >= 500)
+    error.retry_after = wait
+    return error
 
 
 async def post_json(
@@ -84,11 +113,11 @@ async def post_json(
         async with session().post(url, data=orjson.dumps(body), headers=headers) as resp:
             raw = await resp.read()
             if resp.status >= 400:
-                raise upstream_error(provider, resp.status, raw, secrets)
+                raise upstream_error(provider, resp.status, raw, secrets, resp.headers.get("Retry-After"))
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise gateway_timeout(f"Provider `{provider}` did not answer in time.") from None
     except aiohttp.ClientError as exc:
-        raise bad_gateway(f"Could not reach provider `{provider}`: {type(exc).__name__}.") from None
+        raise unreachable(provider, exc) from None
     return _json_object(provider, raw, "a response")
 
 
@@ -100,7 +129,7 @@ async def post_sse(
     try:
         async with session().post(url, data=orjson.dumps(body), headers=headers) as resp:
             if resp.status >= 400:
-                raise upstream_error(provider, resp.status, await resp.read(), secrets)
+                raise upstream_error(provider, resp.status, await resp.read(), secrets, resp.headers.get("Retry-After"))
             event, data = "", b""
             async for line in resp.content:
                 line = line.rstrip(b"\r\n")
@@ -120,7 +149,14 @@ async def post_sse(
     except aiohttp.ClientPayloadError:
         raise bad_gateway(f"Provider `{provider}` cut the stream off.", code="upstream_stream_broken") from None
     except aiohttp.ClientError as exc:
-        raise bad_gateway(f"Could not reach provider `{provider}`: {type(exc).__name__}.") from None
+        raise unreachable(provider, exc) from None
+
+
+def unreachable(provider: str, exc: aiohttp.ClientError) -> GatewayError:
+    """A connection that failed or broke: transient, so worth a retry."""
+    return bad_gateway(
+        f"Could not reach provider `{provider}`: {type(exc).__name__}.", "upstream_unreachable", retryable=True
+    )
 
 
 def parse_event(provider: str, data: bytes) -> dict[str, Any]:

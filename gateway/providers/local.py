@@ -24,7 +24,9 @@ from django.conf import settings
 
 from gateway.errors import GatewayError, bad_request, model_not_found, unsupported_parameter
 
+from . import local_embed
 from .base import Credential
+from .local_embed import EMBED_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -297,8 +299,8 @@ def _envelope(kind: str) -> dict[str, Any]:
 
 class LocalProvider:
     name = "local"
-    model_prefixes: tuple[str, ...] = ("smollm2-",)
-    known_models: tuple[str, ...] = (MODEL_NAME,)
+    model_prefixes: tuple[str, ...] = ("smollm2-", "all-minilm-")
+    known_models: tuple[str, ...] = (MODEL_NAME, EMBED_MODEL)
     env_hint = "nothing (it runs in-process)"
 
     def credential(self, stored: Credential | None) -> Credential | None:
@@ -309,6 +311,10 @@ class LocalProvider:
         ours = provider == self.name or (not provider and bare.startswith(self.model_prefixes))
         if ours and bare not in self.known_models:  # else an alias, resolved by the gateway
             raise model_not_found(f"local/{bare}")
+        if bare == EMBED_MODEL:
+            raise GatewayError(
+                400, f"`local/{EMBED_MODEL}` is an embedding model: use POST /v1/embeddings.", param="model"
+            )
         if body.get("tools"):
             raise unsupported_parameter(self.name, "tools")
         if body.get("tool_choice") not in (None, "none", "auto") or body.get("function_call") not in (None, "none"):
@@ -324,6 +330,19 @@ class LocalProvider:
         for message in body.get("messages") or []:
             if isinstance(message, dict):
                 _text(message.get("content"))
+
+    async def embed(self, body: dict[str, Any], model: str, cred: Credential) -> dict[str, Any]:
+        if model != EMBED_MODEL:
+            raise model_not_found(f"local/{model}")
+        texts = body["input"]
+        vectors, tokens = await local_embed.embed(texts)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     def _start(self, body: dict[str, Any], model: str) -> None:
         if model not in self.known_models:
