@@ -80,7 +80,7 @@ class ProviderCredentialAdmin(admin.ModelAdmin[ProviderCredential]):
 
 @admin.register(Alias)
 class AliasAdmin(admin.ModelAdmin[Alias]):
-    list_display = ["name", "target", "project", "updated_at"]
+    list_display = ["name", "target", "fallbacks", "retries", "project", "updated_at"]
     list_filter = ["project"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Alias | None = None) -> list[str]:
@@ -89,7 +89,12 @@ class AliasAdmin(admin.ModelAdmin[Alias]):
 
     def save_model(self, request: HttpRequest, obj: Alias, form: Any, change: bool) -> None:
         alias = services.alias_set(
-            project=obj.project, name=obj.name, target=obj.target, changed_by=request.user.get_username()
+            project=obj.project,
+            name=obj.name,
+            target=obj.target,
+            fallbacks=list(obj.fallbacks or []),
+            retries=obj.retries,
+            changed_by=request.user.get_username(),
         )
         obj.pk = alias.pk
 

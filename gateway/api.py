@@ -23,11 +23,13 @@ class AliasChangeSerializer(serializers.ModelSerializer):
 class AliasSerializer(serializers.ModelSerializer):
     class Meta:
         model = Alias
-        fields = ["name", "target", "updated_at"]
+        fields = ["name", "target", "fallbacks", "retries", "updated_at"]
 
 
 class AliasTargetSerializer(serializers.Serializer):
     target = serializers.CharField(max_length=200)
+    fallbacks = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=10)
+    retries = serializers.IntegerField(required=False, min_value=0, max_value=10, allow_null=True)
 
 
 def _validation_error(exc: ValidationError) -> Response:
@@ -55,7 +57,12 @@ class AliasDetailApi(APIView):
         body.is_valid(raise_exception=True)
         try:
             alias = services.alias_set(
-                project=project, name=name, target=body.validated_data["target"], changed_by=actor(request)
+                project=project,
+                name=name,
+                target=body.validated_data["target"],
+                fallbacks=body.validated_data.get("fallbacks"),
+                retries=body.validated_data.get("retries"),
+                changed_by=actor(request),
             )
         except ValidationError as exc:
             return _validation_error(exc)

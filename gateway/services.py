@@ -11,7 +11,7 @@ from .crypto import encrypt
 from .keys import generate_key, hash_key
 from .models import Alias, AliasChange, ApiKey, Membership, Project, ProviderCredential, validate_base_url
 from .providers import PROVIDERS
-from .resolve import parse_target
+from .resolve import MAX_RETRIES, parse_target
 
 
 def project_create(*, slug: str, name: str = "", owner: User | None = None) -> Project:
@@ -72,21 +72,41 @@ def credential_set(
 def _validate_target(target: str) -> None:
     if parse_target(target) is None:
         raise ValidationError(
-            f"Alias target {target!r} is not a known model; use provider/model (providers: openai, anthropic, local)."
+            f"Alias target {target!r} is not a known model; use provider/model or provider@label/model "
+            f"(providers: {', '.join(sorted(PROVIDERS))})."
         )
 
 
 @transaction.atomic
-def alias_set(*, project: Project, name: str, target: str, changed_by: str) -> Alias:
-    """Create or re-point an alias, recording the change in its history."""
+def alias_set(
+    *,
+    project: Project,
+    name: str,
+    target: str,
+    changed_by: str,
+    fallbacks: list[str] | None = None,
+    retries: int | None = None,
+) -> Alias:
+    """Create or re-point an alias, recording target changes in its history. `fallbacks` and
+    `retries` are replaced when given (None keeps the alias's current ones)."""
     _validate_target(target)
+    for fallback in fallbacks or ():
+        _validate_target(fallback)
+    if retries is not None and not 0 <= retries <= MAX_RETRIES:
+        raise ValidationError(f"retries must be from 0 to {MAX_RETRIES}.")
     alias = Alias.objects.select_for_update().filter(project=project, name=name).first()
     previous = alias.target if alias else ""
     if alias is None:
-        alias = Alias.objects.create(project=project, name=name, target=target)
-    elif alias.target != target:
+        alias = Alias.objects.create(
+            project=project, name=name, target=target, fallbacks=fallbacks or [], retries=retries
+        )
+    else:
         alias.target = target
-        alias.save(update_fields=["target", "updated_at"])
+        if fallbacks is not None:
+            alias.fallbacks = fallbacks
+        if retries is not None:
+            alias.retries = retries
+        alias.save(update_fields=["target", "fallbacks", "retries", "updated_at"])
     if previous != target:
         AliasChange.objects.create(
             project=project, name=name, from_target=previous, to_target=target, changed_by=changed_by
