@@ -22,6 +22,7 @@ settings.OPENTRACY_TRACE_SPOOL_DIR = _tmp / "spool"
 settings.OPENTRACY_TRACE_FLUSH_INTERVAL_S = 0.05
 settings.OPENTRACY_TRACE_REPLAY_INTERVAL_S = 0.5
 settings.OPENTRACY_UPSTREAM_TIMEOUT_S = 2.0
+settings.OPENTRACY_RETRY_BACKOFF_S = 0.01  # retries stay real, without slow waits
 settings.OPENTRACY_LOCAL_MODEL_PRELOAD = False
 
 

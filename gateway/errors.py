@@ -28,6 +28,8 @@ class GatewayError(Exception):
         self.retryable = retryable
         # Seconds the upstream asked us to wait (its Retry-After), if it said.
         self.retry_after = retry_after
+        # The upstream's own HTTP status, when this error came from one (recorded per attempt).
+        self.upstream_status: int | None = None
 
     @property
     def context_length(self) -> bool:

@@ -205,8 +205,10 @@ class Failover:
                 except GatewayError as exc:
                     elapsed = perf_counter() - t
                     out.upstream_s += elapsed
-                    out.attempts.append(Attempt(target.name, exc.status, exc.error_class, elapsed * 1000))
-                    last = exc
+                    status = exc.upstream_status or exc.status
+                    out.attempts.append(Attempt(target.name, status, exc.error_class, elapsed * 1000))
+                    if last is None or not skipped(exc):
+                        last = exc  # a skipped fallback does not hide the real failure
                     if cred is not None and transient(exc):
                         key = (self.project_id, target.provider, cred.label, target.model)
                         out.cooldowns_started += _failed(key, exc.error_class)
@@ -216,6 +218,7 @@ class Failover:
                         wait = backoff(attempt, exc.retry_after)
                         if wait is not None:
                             await asyncio.sleep(wait)
+                            out.upstream_s += wait  # waiting is not the engine's overhead
                             continue
                     break
                 elapsed = perf_counter() - t
@@ -232,7 +235,11 @@ class Failover:
             return True
         # A fallback that is not configured or cannot honour the request is skipped; on the
         # first target these are the caller's to fix.
-        return step > 0 and exc.code in ("provider_not_configured", "unsupported_parameter")
+        return step > 0 and skipped(exc)
+
+
+def skipped(exc: GatewayError) -> bool:
+    return exc.code in ("provider_not_configured", "unsupported_parameter")
 
 
 def cooling_down(target: Target, wait: float) -> GatewayError:

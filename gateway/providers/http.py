@@ -81,6 +81,15 @@ def upstream_error(
     provider: str, status: int, raw: bytes, secrets: tuple[str, ...], retry_after: str | None = None
 ) -> GatewayError:
     """Map an upstream error response to what the caller should see."""
+    error = _upstream_error(provider, status, raw, secrets, retry_after)
+    error.upstream_status = status
+    return error
+
+
+def _upstream_error(
+    provider: str, status: int, raw: bytes, secrets: tuple[str, ...], retry_after: str | None = None
+) -> GatewayError:
+    """Map an upstream error response to what the caller should see."""
     message, code = _upstream_message(raw)
     message = redact(message, secrets)
     wait = retry_after_seconds(retry_after)

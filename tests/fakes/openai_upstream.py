@@ -13,6 +13,15 @@ The requested model name picks the behaviour:
 - "cut" (streaming): two content chunks, then the connection is dropped without [DONE].
 - "stream-error" (streaming): an error event after the first content chunk.
 - "long" (streaming): 200 words, 20 ms apart; `finished_streams` counts the ones sent to the end.
+- "error-502" / "error-503": those statuses. "ratelimited": 429 with `Retry-After: 1`.
+- "flaky<N>-<status>" (e.g. "flaky2-503"): that status for the first N calls with the same model and
+  last user text, then a normal answer; "flaky1-429ra" sends Retry-After: 1 with its 429.
+- "context": 400 with code context_length_exceeded.
+- "cut-early" (streaming): the role chunk, then the connection is dropped before any content.
+- "stall" (streaming): two content chunks, then silence (the gateway's read timeout must fire).
+- Azure: POST /openai/deployments/<deployment>/chat/completions?api-version=... with an `api-key`
+  header answers like the default (the deployment name plays the model).
+- POST /v1/embeddings: deterministic 8-dimensional vectors; "error-500" in the model fails.
 """
 
 from __future__ import annotations
@@ -82,16 +91,85 @@ class FakeOpenAI(LoopbackServer):
 
     finished_streams = 0
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[tuple[str, str], int] = {}
+
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure)
+
+    async def _azure(self, request: web.Request) -> web.StreamResponse:
+        if not request.query.get("api-version") or not request.headers.get("api-key"):
+            return _error(401, "Access denied due to missing api-key or api-version.")
+        body = await request.json()
+        self.requests.append({"headers": dict(request.headers), "body": body, "path": request.path_qs})
+        body["model"] = request.match_info["deployment"]
+        message, finish = _answer(body["model"], body)
+        usage = _usage(body["model"], body, message)
+        if body.get("stream"):
+            return await self._stream(request, body, message, finish, usage)
+        return web.json_response(self._completion(body["model"], message, finish, usage, 1))
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append({"headers": dict(request.headers), "body": body})
+        if "error-500" in body.get("model", ""):
+            return _error(500, "Fake upstream error 500.", "server_error")
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [((len(str(text)) + d) % 7) / 7 for d in range(8)]}
+            for i, text in enumerate(inputs)
+        ]
+        tokens = sum(len(str(text).split()) for text in inputs)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    def _flaky(self, model: str, body: dict[str, Any]) -> web.Response | None:
+        """The failure a "flaky<N>-<status>" model owes this call, if any."""
+        spec = model.split("flaky", 1)[1]
+        count, _, status = spec.partition("-")
+        key = (model, _last_user_text(body))
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if self.calls[key] > int(count):
+            return None
+        response = _error(int(status[:3]), f"Fake transient error {status[:3]}.", "server_error")
+        if status.endswith("ra"):
+            response.headers["Retry-After"] = "1"
+        return response
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append({"headers": dict(request.headers), "body": body})
         model = body.get("model", "")
-        for status in (400, 429, 500):
+        for status in (400, 429, 500, 502, 503):
             if f"error-{status}" in model:
-                return _error(status, f"Fake upstream error {status}.", "server_error" if status == 500 else "x")
+                return _error(status, f"Fake upstream error {status}.", "server_error" if status >= 500 else "x")
+        if "ratelimited" in model:
+            response = _error(429, "Rate limit reached for requests.", "requests")
+            response.headers["Retry-After"] = "1"
+            return response
+        if "flaky" in model:
+            failure = self._flaky(model, body)
+            if failure is not None:
+                return failure
+        if "context" in model:
+            body_ = {
+                "error": {
+                    "message": "This model's maximum context length is 128000 tokens.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            }
+            return web.json_response(body_, status=400)
         if "auth" in model:
             return _error(401, f"Incorrect API key provided: {request.headers.get('Authorization', '')}.")
         if "slow" in model:
@@ -102,22 +180,23 @@ class FakeOpenAI(LoopbackServer):
         usage = _usage(model, body, message)
         if body.get("stream"):
             return await self._stream(request, body, message, finish, usage)
-        n = body.get("n") or 1
-        return web.json_response(
-            {
-                "id": COMPLETION_ID,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {"index": i, "message": {**message, "refusal": None}, "finish_reason": finish, "logprobs": None}
-                    for i in range(n)
-                ],
-                "usage": usage,
-                "system_fingerprint": "fp_fake",
-                "service_tier": "default",
-            }
-        )
+        return web.json_response(self._completion(model, message, finish, usage, body.get("n") or 1))
+
+    @staticmethod
+    def _completion(model: str, message: dict[str, Any], finish: str, usage: dict[str, Any], n: int) -> dict[str, Any]:
+        return {
+            "id": COMPLETION_ID,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {"index": i, "message": {**message, "refusal": None}, "finish_reason": finish, "logprobs": None}
+                for i in range(n)
+            ],
+            "usage": usage,
+            "system_fingerprint": "fp_fake",
+            "service_tier": "default",
+        }
 
     async def _stream(
         self, request: web.Request, body: dict[str, Any], message: dict[str, Any], finish: str, usage: dict[str, Any]
@@ -141,6 +220,11 @@ class FakeOpenAI(LoopbackServer):
             await resp.write(f"data: {data}\n\n".encode())
 
         await send(chunk({"role": "assistant", "content": "", "refusal": None}))
+        if "cut-early" in model:
+            await asyncio.sleep(0.02)
+            assert request.transport is not None
+            request.transport.close()
+            return resp
         if message.get("tool_calls"):
             call = message["tool_calls"][0]
             head = {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"]}}
@@ -152,6 +236,8 @@ class FakeOpenAI(LoopbackServer):
             words = message["content"].split(" ")
             for i, word in enumerate(words):
                 await send(chunk({"content": word if i == 0 else " " + word}))
+                if "stall" in model and i == 1:
+                    await asyncio.sleep(30)
                 if "cut" in model and i == 1:
                     await asyncio.sleep(0.05)
                     assert request.transport is not None
