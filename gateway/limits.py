@@ -222,7 +222,17 @@ def _log_failure(task: asyncio.Future[None]) -> None:
 
 
 def reset() -> None:
-    """Tests: forget in-memory buckets and spend."""
+    """Tests: forget buckets and spend (in memory, and the engine's keys in Redis)."""
     _memory._state.clear()
     with _spend_lock:
         _spend.clear()
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        try:
+            for pattern in ("ot:rl:*", "ot:spend:*"):
+                for name in client.scan_iter(pattern):
+                    client.delete(name)
+        finally:
+            client.close()
