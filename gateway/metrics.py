@@ -7,6 +7,7 @@ resolution, never from free text.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -44,7 +45,10 @@ OVERHEAD = Histogram(
     registry=REGISTRY,
 )
 ATTEMPTS = Counter(
-    "opentracy_upstream_attempts", "Upstream calls by outcome.", ["provider", "model", "status"], registry=REGISTRY
+    "opentracy_upstream_attempts",
+    "Upstream calls of requests that needed more than one or failed, by outcome.",
+    ["provider", "model", "status"],
+    registry=REGISTRY,
 )
 RETRIES = Counter("opentracy_retries", "Retries of the same target.", ["endpoint"], registry=REGISTRY)
 FALLBACKS = Counter("opentracy_fallbacks", "Moves to a fallback target.", ["endpoint", "alias"], registry=REGISTRY)
@@ -54,9 +58,18 @@ TOKENS = Counter(
     "opentracy_tokens", "Tokens by provider, model and kind.", ["provider", "model", "kind"], registry=REGISTRY
 )
 COST = Counter("opentracy_cost_usd", "Spend in USD (priced requests).", ["provider", "model"], registry=REGISTRY)
+TOKEN_KINDS = ("prompt_tokens", "completion_tokens", "cached_tokens")
 LIMITED = Counter(
     "opentracy_rate_limited", "Requests refused by the engine's own limits.", ["limit"], registry=REGISTRY
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def _series(endpoint: str, provider: str, model: str, status: int) -> tuple[Any, Any, dict[str, Any]]:
+    """The labelled children a request touches; looked up once per label set (the lookup takes
+    a lock and builds a tuple, most of observe()'s cost)."""
+    tokens = {kind: TOKENS.labels(provider, model, kind.removesuffix("_tokens")) for kind in TOKEN_KINDS}
+    return REQUESTS.labels(endpoint, provider, model, str(status)), LATENCY.labels(provider, model), tokens
 
 
 def observe(rec: dict[str, Any]) -> None:
@@ -65,27 +78,30 @@ def observe(rec: dict[str, Any]) -> None:
     provider = rec.get("provider") or "none"
     model = rec.get("resolved_model") or "none"
     status = int(rec.get("status", 200))
-    REQUESTS.labels(endpoint, provider, model, str(status)).inc()
+    requests, latency, tokens = _series(endpoint, provider, model, status)
+    requests.inc()
+    latency.observe(rec.get("latency_ms", 0.0) / 1000)
     if status != 200:
         ERRORS.labels(endpoint, provider, rec.get("error_class") or "unknown").inc()
         if rec.get("error_class") in ("rate_limit_exceeded", "budget_exceeded"):
             LIMITED.labels(rec["error_class"]).inc()
-    LATENCY.labels(provider, model).observe(rec.get("latency_ms", 0.0) / 1000)
     OVERHEAD.observe(rec.get("overhead_ms", 0.0) / 1000)
     if rec.get("ttft_ms") is not None:
         TTFT.labels(provider, model).observe(rec["ttft_ms"] / 1000)
-    for target, attempt_status, _error, _ms in rec.get("attempts", ()):
-        a_provider, _, a_model = target.partition("/")
-        ATTEMPTS.labels(a_provider.partition("@")[0], a_model, str(attempt_status)).inc()
+    attempts = rec.get("attempts", ())
+    if len(attempts) > 1 or (attempts and attempts[0][1] != 200):  # the common case is counted by REQUESTS
+        for target, attempt_status, _error, _ms in attempts:
+            a_provider, _, a_model = target.partition("/")
+            ATTEMPTS.labels(a_provider.partition("@")[0], a_model, str(attempt_status)).inc()
     if rec.get("retries"):
         RETRIES.labels(endpoint).inc(rec["retries"])
     if rec.get("fallbacks"):
         FALLBACKS.labels(endpoint, rec.get("alias") or "").inc(rec["fallbacks"])
     if rec.get("cooldowns_started"):
         COOLDOWNS.inc(rec["cooldowns_started"])
-    for kind in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+    for kind, counter in tokens.items():
         if rec.get(kind):
-            TOKENS.labels(provider, model, kind.removesuffix("_tokens")).inc(rec[kind])
+            counter.inc(rec[kind])
 
 
 def cost(provider: str, model: str, usd: float | None) -> None:
