@@ -21,25 +21,33 @@ class MembershipInline(admin.TabularInline[Membership, Project]):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin[Project]):
-    list_display = ["slug", "name", "created_at"]
+    list_display = ["slug", "name", "rpm_limit", "tpm_limit", "budget_usd", "budget_period", "created_at"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
+    fieldsets = [
+        (None, {"fields": ["slug", "name"]}),
+        (
+            "Limits (all keys together; empty = unlimited)",
+            {"fields": ["rpm_limit", "tpm_limit", "budget_usd", "budget_period"]},
+        ),
+    ]
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
-    list_display = ["name", "project", "prefix", "created_at", "revoked_at"]
+    list_display = ["name", "project", "prefix", "rpm_limit", "tpm_limit", "created_at", "revoked_at"]
     list_filter = ["project"]
-    fields = ["project", "name", "prefix", "created_at", "revoked_at"]
+    fields = ["project", "name", "rpm_limit", "tpm_limit", "prefix", "created_at", "revoked_at"]
     readonly_fields = ["prefix", "created_at", "revoked_at"]
     actions = ["revoke"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
-            obj.save(update_fields=["name"])
+            obj.save(update_fields=["name", "rpm_limit", "tpm_limit"])
             return
         key, raw = services.api_key_create(project=obj.project, name=obj.name, created_by=request.user)  # type: ignore[arg-type]
         obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
+        obj.save(update_fields=["rpm_limit", "tpm_limit"])
         messages.warning(request, f"New API key (shown once, copy it now): {raw}")
 
     @admin.action(description="Revoke selected keys")
