@@ -63,7 +63,9 @@ def test_retry_budget_exhausted_gives_the_last_error(client: Any) -> None:
 @pytest.mark.parametrize(
     "model, exc", [("openai/error-400", openai.BadRequestError), ("openai/auth", openai.APIStatusError)]
 )
-def test_client_errors_are_not_retried(client: Any, fake_openai: Any, model: str, exc: type) -> None:
+def test_client_errors_are_not_retried(
+    client: Any, fake_openai: Any, model: str, exc: type[openai.APIStatusError]
+) -> None:
     before = len(fake_openai.requests)
     with pytest.raises(exc) as err:
         client.chat.completions.create(model=model, messages=ask())
