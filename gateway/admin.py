@@ -1,16 +1,16 @@
-"""Admin: projects and members, API keys (shown once), credentials (write-only), aliases (every
-edit recorded in the alias history), price overrides."""
+"""Admin: projects and members, API keys (shown once), credentials (write-only key, a "test
+connection" action), aliases (every edit recorded in the alias history), price overrides."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from . import services
+from .forms import CredentialAdminForm, options_text
 from .models import Alias, AliasChange, ApiKey, Membership, ModelPrice, Project, ProviderCredential
 
 
@@ -56,34 +56,57 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
             services.api_key_revoke(api_key=key)
 
 
-class CredentialForm(forms.ModelForm[ProviderCredential]):
-    api_key = forms.CharField(
-        widget=forms.PasswordInput(render_value=False),
-        help_text="Stored encrypted, never shown again. Leave empty to keep the current key.",
-    )
-
-    class Meta:
-        model = ProviderCredential
-        fields = ["project", "provider", "base_url"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["api_key"].required = self.instance.pk is None
-
-
 @admin.register(ProviderCredential)
 class ProviderCredentialAdmin(admin.ModelAdmin[ProviderCredential]):
-    form = CredentialForm
-    list_display = ["project", "provider", "base_url", "updated_at"]
+    form = CredentialAdminForm
+    list_display = ["project", "provider", "label", "weight", "base_url", "options_shown", "updated_at"]
+    list_filter = ["project", "provider"]
+    fields = ["project", "provider", "label", "api_key", "base_url", "weight", "options"]
+    actions = ["test_connection"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ProviderCredential | None = None) -> list[str]:
+        return ["project"] if obj else []  # a credential does not move between projects
+
+    @admin.display(description="options")
+    def options_shown(self, obj: ProviderCredential) -> str:
+        return options_text(obj.options)
 
     def save_model(self, request: HttpRequest, obj: ProviderCredential, form: Any, change: bool) -> None:
-        if change and not form.cleaned_data["api_key"]:
-            obj.save(update_fields=["project", "provider", "base_url", "updated_at"])
+        data = form.cleaned_data
+        if change:  # an empty key keeps the stored one
+            services.credential_update(
+                credential=obj,
+                provider=obj.provider,
+                label=obj.label,
+                base_url=obj.base_url,
+                options=obj.options,
+                weight=obj.weight,
+                api_key=data["api_key"],
+            )
             return
         cred = services.credential_set(
-            project=obj.project, provider=obj.provider, api_key=form.cleaned_data["api_key"], base_url=obj.base_url
+            project=obj.project,
+            provider=obj.provider,
+            api_key=data["api_key"],
+            base_url=obj.base_url,
+            options=obj.options,
+            label=obj.label,
+            weight=obj.weight,
         )
         obj.pk = cred.pk
+
+    @admin.action(description="Test connection")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[ProviderCredential]) -> None:
+        for cred in queryset.select_related("project").order_by("project__slug", "provider", "label"):
+            result = services.credential_test(credential=cred)
+            status = f"HTTP {result.status}, " if result.status else ""
+            level = {"ok": messages.SUCCESS, "failed": messages.WARNING}.get(result.state, messages.INFO)
+            self.message_user(
+                request,
+                f"{cred.project} {cred.provider}:{cred.label}: {result.state} — {result.detail} "
+                f"({status}{result.latency_ms:.0f} ms)",
+                level=level,
+            )
 
 
 @admin.register(Alias)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
-from .models import Alias, AliasChange, Project
+from . import failover
+from .models import Alias, AliasChange, Membership, Project, ProviderCredential
 
 
 def projects_for_user(user: User | AnonymousUser) -> QuerySet[Project]:
@@ -20,3 +23,23 @@ def alias_get(*, project: Project, name: str) -> Alias | None:
 
 def alias_history(*, project: Project, name: str) -> QuerySet[AliasChange]:
     return AliasChange.objects.filter(project=project, name=name)
+
+
+def membership_for(*, user: User | AnonymousUser, slug: str) -> Membership | None:
+    """The user's membership of the project `slug` (with the project), or None."""
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.select_related("project").filter(user=user, project__slug=slug).first()
+
+
+def credentials_for_project(*, project: Project) -> QuerySet[ProviderCredential]:
+    return ProviderCredential.objects.filter(project=project).order_by("provider", "label")
+
+
+def credential_get(*, project: Project, pk: int) -> ProviderCredential | None:
+    return ProviderCredential.objects.filter(project=project, pk=pk).first()
+
+
+def target_cooldowns(*, project: Project) -> list[dict[str, Any]]:
+    """The project's targets with recent failures or a cooldown, in this process."""
+    return failover.cooldowns(project.id)

@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from .connection import ConnectionResult as ConnectionResult
+from .connection import credential_test as credential_test
 from .crypto import encrypt
 from .keys import generate_key, hash_key
 from .models import Alias, AliasChange, ApiKey, Membership, Project, ProviderCredential, validate_base_url
@@ -67,6 +69,35 @@ def credential_set(
         },
     )
     return cred
+
+
+def credential_update(
+    *,
+    credential: ProviderCredential,
+    provider: str,
+    label: str,
+    base_url: str,
+    options: dict[str, str],
+    weight: int,
+    api_key: str = "",
+) -> ProviderCredential:
+    """Edit a stored credential in place (provider and label included); an empty `api_key` keeps
+    the stored key."""
+    if provider not in PROVIDERS:
+        raise ValidationError(f"Unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}.")
+    validate_base_url(base_url)
+    credential.provider, credential.label, credential.base_url = provider, label, base_url
+    credential.options, credential.weight = options, weight
+    fields = ["provider", "label", "base_url", "options", "weight", "updated_at"]
+    if api_key:
+        credential.api_key_encrypted = encrypt(api_key)
+        fields.append("api_key_encrypted")
+    credential.save(update_fields=fields)
+    return credential
+
+
+def credential_delete(*, credential: ProviderCredential) -> None:
+    credential.delete()
 
 
 def _validate_target(target: str) -> None:

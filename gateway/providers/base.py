@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 # Option names whose values are secrets as much as the API key is.
@@ -76,7 +76,7 @@ def env_credential(stored: Credential | None, key_var: str, base_var: str, defau
     """The project's stored credential, else one from the environment; None when neither a key nor
     a base URL is set (a keyless base URL serves OpenAI-compatible servers such as vLLM)."""
     if stored is not None:
-        return stored
+        return stored if stored.base_url else replace(stored, base_url=default_base.rstrip("/"))
     key = os.environ.get(key_var) or None
     base = os.environ.get(base_var) or ""
     if key is None and not base:
@@ -86,6 +86,6 @@ def env_credential(stored: Credential | None, key_var: str, base_var: str, defau
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
-        if secret:
+        if len(secret) >= 4:  # a one-letter "secret" would garble every message
             text = text.replace(secret, "***")
     return text

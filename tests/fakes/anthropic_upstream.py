@@ -21,6 +21,10 @@ The requested model name picks the behaviour:
 - "cut" (streaming): two text deltas, then the connection is closed without message_stop.
 - "stream-error" (streaming): an `event: error` after the first text delta.
 A request without `x-api-key` or `anthropic-version` gets a 401.
+
+GET /v1/models: Anthropic's model list (`data`, `has_more`, `first_id`, `last_id`) when `x-api-key`
+is `api_key` (conftest's FAKE_ANTHROPIC_KEY), else 401 with Anthropic's authentication_error body;
+400 without `anthropic-version`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,12 @@ from .server import LoopbackServer
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error", 500: "api_error"}
 MESSAGE_ID = "msg_fake0123"
+API_KEY = "sk-ant-test-fake-anthropic-key-0123456789"  # the key GET /v1/models accepts (conftest.FAKE_ANTHROPIC_KEY)
+MODELS = (
+    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
+    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-01T00:00:00Z"),
+    ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
+)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -92,9 +102,21 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 class FakeAnthropic(LoopbackServer):
     name = "fake-anthropic"
+    api_key = API_KEY
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._models)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if request.headers.get("x-api-key") != self.api_key:
+            return _error(401, "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "anthropic-version: header is required")
+        data = [{"type": "model", "id": i, "display_name": n, "created_at": c} for i, n, c in MODELS]
+        return web.json_response(
+            {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        )
 
     # ------------------------------------------------------------ the endpoint
 

@@ -22,6 +22,9 @@ The requested model name picks the behaviour:
 - Azure: POST /openai/deployments/<deployment>/chat/completions?api-version=... with an `api-key`
   header answers like the default (the deployment name plays the model).
 - POST /v1/embeddings: deterministic 8-dimensional vectors; "error-500" in the model fails.
+- GET /v1/models: OpenAI's model list when the Bearer key is `api_key` (conftest's FAKE_OPENAI_KEY),
+  else 401 with OpenAI's invalid_api_key body (the key masked, as OpenAI does).
+  GET /openai/models?api-version=... (Azure): the same list for `api-key: <api_key>`, else Azure's 401.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from aiohttp import web
 from .server import LoopbackServer
 
 COMPLETION_ID = "chatcmpl-fake0123"
+API_KEY = "sk-test-fake-openai-key-0123456789"  # the key GET /v1/models accepts (conftest.FAKE_OPENAI_KEY)
+MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "o4-mini", "text-embedding-3-small")
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error") -> web.Response:
@@ -90,6 +95,7 @@ class FakeOpenAI(LoopbackServer):
     name = "fake-openai"
 
     finished_streams = 0
+    api_key = API_KEY
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,6 +105,53 @@ class FakeOpenAI(LoopbackServer):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/openai/models", self._azure_models)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:]:
+            return _error(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
+        key = auth[7:]
+        if key != self.api_key:
+            body = {
+                "error": {
+                    "message": f"Incorrect API key provided: {key[:3]}{'*' * max(len(key) - 7, 0)}{key[-4:]}. "
+                    "You can find your API key at https://platform.openai.com/account/api-keys.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            }
+            return web.json_response(body, status=401)
+        data = [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"} for m in MODELS]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _azure_models(self, request: web.Request) -> web.Response:
+        if request.headers.get("api-key") != self.api_key:
+            message = (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
+                "key for an active subscription and use a correct regional API endpoint for your resource."
+            )
+            return web.json_response({"error": {"code": "401", "message": message}}, status=401)
+        if not request.query.get("api-version"):
+            body = {"error": {"code": "404", "message": "Resource not found"}}
+            return web.json_response(body, status=404)
+        data = [
+            {
+                "id": m,
+                "object": "model",
+                "status": "succeeded",
+                "created_at": 1715367049,
+                "lifecycle_status": "generally-available",
+            }
+            for m in MODELS
+        ]
+        return web.json_response({"object": "list", "data": data})
 
     async def _azure(self, request: web.Request) -> web.StreamResponse:
         if not request.query.get("api-version") or not request.headers.get("api-key"):
