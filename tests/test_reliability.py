@@ -376,9 +376,11 @@ def test_200_parallel_streams_across_two_providers_one_failing(
         return await asyncio.gather(*(one(i) for i in range(200)))
 
     results = asyncio.run(run())
-    assert sorted({s for s, _ in results}) == [200, 502]
     assert all(text == f"You said: n{i}" for i, (s, text) in enumerate(results) if s == 200)
     assert sum(s == 200 for s, _ in results) == 100
+    # The failing provider answers 502 until its cooldown trips, then 503 without being called.
+    failed = [s for i, (s, _) in enumerate(results) if i % 2 == 0]
+    assert set(failed) <= {502, 503} and failed.count(502) >= 5
 
     from opentracy_site import clickhouse
     from traces.writer import get_writer
@@ -393,7 +395,8 @@ def test_200_parallel_streams_across_two_providers_one_failing(
         if sum(r[2] for r in rows) >= 200 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert sorted(rows) == [("anthropic", 502, 100), ("openai", 200, 100)]
+    expected = {("openai", 200): 100, **{("anthropic", st): failed.count(st) for st in set(failed)}}
+    assert {(r[0], r[1]): r[2] for r in rows} == expected  # every request accounted for
 
 
 def test_metrics_cover_traffic_and_reliability(client: Any, server_url: str) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from .anthropic import AnthropicProvider
 from .base import Provider
+from .bedrock import BedrockProvider
+from .cohere import CohereProvider
+from .gemini import GeminiProvider
 from .local import LocalProvider
 from .openai import SPECS, AzureOpenAIProvider, OpenAIProvider
 
@@ -11,6 +14,9 @@ _ALL: tuple[Provider, ...] = (
     *(OpenAIProvider(spec) for spec in SPECS),
     AzureOpenAIProvider(),
     AnthropicProvider(),
+    BedrockProvider(),
+    CohereProvider(),
+    GeminiProvider(),
     LocalProvider(),
 )
 PROVIDERS: dict[str, Provider] = {p.name: p for p in _ALL}

@@ -53,10 +53,14 @@ def _upstream_message(raw: bytes) -> tuple[str, str | None]:
         data = orjson.loads(raw)
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            code = err.get("code") or err.get("type")
+            code = err.get("code")
+            if not isinstance(code, str):  # Google's is the HTTP status again; its `status` names it
+                code = err.get("status") or err.get("type")
             return str(err.get("message") or ""), str(code) if code else None
         if isinstance(err, str):
             return err, None
+        if isinstance(data, dict) and isinstance(data.get("message"), str):  # Cohere, Bedrock
+            return data["message"], None
     except orjson.JSONDecodeError:
         pass
     return raw[:300].decode(errors="replace"), None

@@ -57,7 +57,7 @@ def test_import_does_not_load_torch_and_no_key_is_needed() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "opentracy_site.settings"}
     assert subprocess.run([sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR).returncode == 0
     assert CRED is not None and CRED.api_key is None
-    assert PROVIDER.known_models == (MODEL,)
+    assert PROVIDER.known_models == (MODEL, "all-minilm-l6-v2")
     assert local.gguf_path().is_file()
 
 

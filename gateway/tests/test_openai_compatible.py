@@ -30,9 +30,7 @@ def test_each_compatible_provider_plain_and_streaming(
     from gateway.services import credential_set
 
     key = f"sk-{name}-test-key"
-    credential_set(
-        project=people["project"], provider=name, api_key=key, base_url=f"{fake_openai.base_url}/v1", label="main"
-    )
+    credential_set(project=people["project"], provider=name, api_key=key, base_url=f"{fake_openai.base_url}/v1")
     before = len(fake_openai.requests)
     raw = client.chat.completions.with_raw_response.create(
         model=f"{name}/some-model", messages=ASK, max_completion_tokens=20
