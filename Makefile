@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install migrate run test lint format bench
+.PHONY: install migrate run test lint format bench bench-litellm
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ format: install
 
 bench: install  # needs wrk (apt-get install -y wrk); uses its own temp var dir
 	$(PY) bench/gateway_overhead.py
+
+bench-litellm: install  # needs wrk; LiteLLM goes to bench/.venv-litellm, never .venv (docs/benchmarks.md)
+	bash bench/setup_litellm.sh
+	$(PY) -m pip install -q -r bench/requirements-bench.txt
+	$(PY) bench/gateway_vs_litellm.py

@@ -138,29 +138,37 @@ def set_up_engine(env: dict[str, str]) -> str:
     return keys[-1]
 
 
-def start_engine(procs: Procs, env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+SERVERS = ("uvicorn", "granian", "daphne")
+
+
+def server_cmd(server: str, port: int) -> list[str]:
+    """The command serving opentracy_site.asgi:application on HOST:port with one process/worker,
+    quiet logs and no access log. uvicorn is `make run`'s; granian and daphne are for comparison
+    (bench/gateway_vs_litellm.py --compare-servers). daphne implements no ASGI lifespan."""
+    app = "opentracy_site.asgi:application"
+    if server == "uvicorn":
+        return [
+            *(PY, "-m", "uvicorn", app, "--host", HOST, "--port", str(port)),
+            *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"),
+            *("--lifespan", "on"),
+        ]
+    if server == "granian":
+        return [
+            *(PY, "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", str(port)),
+            *("--workers", "1", "--loop", "uvloop", "--http", "1", "--log-level", "warning", "--no-access-log"),
+            app,
+        ]
+    if server == "daphne":
+        return [PY, "-m", "daphne", "-b", HOST, "-p", str(port), "-v", "0", app]
+    raise ValueError(f"unknown server {server!r}; one of {', '.join(SERVERS)}")
+
+
+def start_engine(
+    procs: Procs, env: dict[str, str], tmp: Path, server: str = "uvicorn", log_name: str = "engine.log"
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    cmd = [
-        PY,
-        "-m",
-        "uvicorn",
-        "opentracy_site.asgi:application",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--lifespan",
-        "on",
-    ]
-    log = tmp / "engine.log"
-    p = procs.spawn("engine", cmd, env, log)
+    log = tmp / log_name
+    p = procs.spawn("engine", server_cmd(server, port), env, log)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if p.poll() is not None:
@@ -189,7 +197,7 @@ class WrkResult:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk_script(tmp: Path, body: bytes, key: str | None) -> Path:
+def wrk_script(tmp: Path, body: bytes, key: str | None, name: str = "post.lua") -> Path:
     lua = [
         'wrk.method = "POST"',
         f"wrk.body = '{body.decode()}'",
@@ -197,7 +205,7 @@ def wrk_script(tmp: Path, body: bytes, key: str | None) -> Path:
     ]
     if key:
         lua.append(f'wrk.headers["Authorization"] = "Bearer {key}"')
-    path = tmp / "post.lua"
+    path = tmp / name
     path.write_text("\n".join(lua) + "\n")
     return path
 
