@@ -17,9 +17,14 @@ from .chat import ChatCall
 from .embeddings import EmbeddingsCall
 from .errors import GatewayError, model_not_found
 from .io import Receive, Send, authenticate, send_json, trace_headers
+from .messages import MessagesCall
 from .providers import PROVIDERS
 
-CALLS: dict[str, type[ChatCall]] = {"/v1/chat/completions": ChatCall, "/v1/embeddings": EmbeddingsCall}
+CALLS: dict[str, type[ChatCall]] = {
+    "/v1/chat/completions": ChatCall,
+    "/v1/embeddings": EmbeddingsCall,
+    "/v1/messages": MessagesCall,
+}
 CREATED = int(time.mktime((2024, 1, 1, 0, 0, 0, 0, 0, 0)))
 
 
