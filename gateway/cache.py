@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from .crypto import decrypt
+from .crypto import decrypt, open_options
 from .keys import hash_key
 from .models import Alias, ApiKey, Project, ProviderCredential
 from .providers.base import Credential
@@ -128,7 +128,7 @@ async def aliases(project_id: int) -> dict[str, Route]:
 def _load_credentials(project_id: int) -> dict[str, list[Credential]]:
     found: dict[str, list[Credential]] = {}
     for c in ProviderCredential.objects.filter(project_id=project_id).order_by("provider", "label"):
-        options = {str(k): str(v) for k, v in (c.options or {}).items()}
+        options = open_options(c.options or {})
         cred = Credential(decrypt(c.api_key_encrypted), c.base_url.rstrip("/"), options, c.label, c.weight)
         found.setdefault(c.provider, []).append(cred)
     return found

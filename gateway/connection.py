@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography.fernet import InvalidToken
 
-from .crypto import decrypt
+from .crypto import decrypt, open_options
 from .models import ProviderCredential
 from .providers import PROVIDERS
 from .providers.anthropic import API_VERSION as ANTHROPIC_VERSION
@@ -170,7 +170,7 @@ def _failure(provider: str, response: httpx.Response) -> str:
 
 
 def _stored(credential: ProviderCredential) -> Credential:
-    options = {str(k): str(v) for k, v in (credential.options or {}).items()}
+    options = open_options(credential.options or {})
     return Credential(
         decrypt(credential.api_key_encrypted) or None,
         credential.base_url.rstrip("/"),

@@ -14,18 +14,13 @@ from urllib.parse import urlsplit
 from django import forms
 from django.core.exceptions import ValidationError
 
+from .crypto import is_secret_option
 from .models import Project, ProviderCredential
-from .providers.base import SECRET_OPTIONS
 
 # Providers that work without a key: self-hosted servers, any custom server, the in-process model.
 KEYLESS = ("ollama", "vllm", "custom", "local")
 NEEDS_BASE_URL = ("azure", "custom")
 MASK = "********"
-_SECRET_WORDS = ("secret", "token", "password")
-
-
-def is_secret_option(name: str) -> bool:
-    return name in SECRET_OPTIONS or any(word in name.lower() for word in _SECRET_WORDS)
 
 
 def masked_options(options: dict[str, Any] | None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from .connection import ConnectionResult as ConnectionResult
 from .connection import credential_test as credential_test
-from .crypto import encrypt
+from .crypto import encrypt, seal_options
 from .keys import generate_key, hash_key
 from .models import Alias, AliasChange, ApiKey, Membership, Project, ProviderCredential, validate_base_url
 from .providers import PROVIDERS
@@ -57,6 +57,8 @@ def credential_set(
     if provider not in PROVIDERS:
         raise ValidationError(f"Unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}.")
     validate_base_url(base_url)
+    same = ProviderCredential.objects.filter(project=project, provider=provider, label=label)
+    stored = same.values_list("options", flat=True).first() or {}
     cred, _ = ProviderCredential.objects.update_or_create(
         project=project,
         provider=provider,
@@ -64,7 +66,7 @@ def credential_set(
         defaults={
             "api_key_encrypted": encrypt(api_key),
             "base_url": base_url,
-            "options": options or {},
+            "options": seal_options(options or {}, stored),
             "weight": weight,
         },
     )
@@ -87,7 +89,7 @@ def credential_update(
         raise ValidationError(f"Unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}.")
     validate_base_url(base_url)
     credential.provider, credential.label, credential.base_url = provider, label, base_url
-    credential.options, credential.weight = options, weight
+    credential.options, credential.weight = seal_options(options, credential.options or {}), weight
     fields = ["provider", "label", "base_url", "options", "weight", "updated_at"]
     if api_key:
         credential.api_key_encrypted = encrypt(api_key)

@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-# Option names whose values are secrets as much as the API key is.
-SECRET_OPTIONS = ("session_token",)
+from gateway.crypto import is_secret_option
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class Credential:
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never leave the engine (scrubbed from errors and traces)."""
-        values = [self.api_key, *(self.options.get(k) for k in SECRET_OPTIONS)]
+        values = [self.api_key, *(v for k, v in self.options.items() if is_secret_option(k))]
         return tuple(v for v in values if v)
 
     def option(self, name: str, default: str = "") -> str:

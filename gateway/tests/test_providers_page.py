@@ -15,9 +15,10 @@ from django.test import Client
 
 from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, free_port
 from gateway import connection, failover
-from gateway.crypto import decrypt, encrypt
+from gateway.cache import _load_credentials
+from gateway.crypto import decrypt, encrypt, open_options
 from gateway.models import ProviderCredential
-from gateway.services import credential_set, credential_test
+from gateway.services import credential_set, credential_test, credential_update
 from tests.fakes.server import LoopbackServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -229,7 +230,7 @@ def test_secret_options_are_masked_and_the_mask_keeps_them(people: dict[str, Any
     masked = '{"session_token": "********", "region": "eu-west-1"}'
     assert owner.post(page_url(rest=f"/{cred.pk}/edit"), form_data(options=masked)).status_code == 302
     cred.refresh_from_db()
-    assert cred.options == {"session_token": "tok-very-secret-77", "region": "eu-west-1"}
+    assert open_options(cred.options) == {"session_token": "tok-very-secret-77", "region": "eu-west-1"}
 
 
 # ---------------------------------------------------------------- test connection
@@ -490,3 +491,23 @@ def test_admin_edit_keeps_the_key_and_saves_label_weight_options(admin_client: C
         {"provider": "openai", "label": "eu-west", "api_key": "", "base_url": "", "weight": "1", "options": "{x"},
     )
     assert bad.status_code == 200 and "Enter a valid JSON." in bad.content.decode()
+
+
+def test_secret_options_are_encrypted_at_rest(people: dict[str, Any]) -> None:
+    project = people["project"]
+    options = {"region": "eu-west-1", "access_key_id": "AKIAEXAMPLE", "session_token": "tok-very-secret-123"}
+    credential_set(project=project, provider="bedrock", api_key="aws-secret", options=options)
+    row = ProviderCredential.objects.get(project=project, provider="bedrock")
+    assert row.options["region"] == "eu-west-1" and "tok-very-secret-123" not in str(row.options)
+    loaded = _load_credentials(project.id)["bedrock"][0]
+    assert loaded.options["session_token"] == "tok-very-secret-123"
+    assert "tok-very-secret-123" in loaded.secrets()
+    # Saving the stored (sealed) value back, as the masked form does, keeps it as it was.
+    sealed = row.options["session_token"]
+    credential_update(
+        credential=row, provider="bedrock", label=row.label, base_url="", options=dict(row.options), weight=1
+    )
+    row.refresh_from_db()
+    assert row.options["session_token"] == sealed
+    credential_set(project=project, provider="bedrock", api_key="aws-secret", options=dict(row.options))
+    assert _load_credentials(project.id)["bedrock"][0].options["session_token"] == "tok-very-secret-123"
