@@ -141,3 +141,91 @@ def test_stream_events_validate_against_the_sdk_types(server_url: str, api_key: 
     kinds = [adapter.validate_python(d).type for d in data]
     assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
     assert data[-2]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_streaming_to_an_anthropic_model_is_traced(claude: anthropic.Anthropic, fake_anthropic: Any) -> None:
+    with claude.messages.stream(
+        model="anthropic/claude-haiku-4-5",
+        max_tokens=50,
+        system=[{"type": "text", "text": "Be"}, {"type": "text", "text": "brief."}],
+        messages=[{"role": "user", "content": "one two three"}],
+    ) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+        trace_id = stream.response.headers["x-opentracy-trace-id"]
+    assert "".join(pieces) == "You said: one two three"
+    assert final.stop_reason == "end_turn" and final.model == "anthropic/claude-haiku-4-5"
+    # The fake counts words: "Be brief." + "one two three" in, "You said: one two three" out.
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (5, 5)
+    assert fake_anthropic.requests[-1]["body"]["system"] == "Be\nbrief."  # system blocks joined by newlines
+    row = read_trace(trace_id)
+    assert row["endpoint"] == "messages" and row["stream"] and row["status"] == 200
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (5, 5) and row["finish_reason"] == "stop"
+
+
+def test_tool_round_trip_through_an_anthropic_model(claude: anthropic.Anthropic, fake_anthropic: Any) -> None:
+    ask: Any = [{"role": "user", "content": "weather in Paris?"}]
+    first = claude.messages.create(
+        model="anthropic/claude-tool", max_tokens=50, tools=[WEATHER], tool_choice={"type": "any"}, messages=ask
+    )
+    call = next(b for b in first.content if b.type == "tool_use")
+    assert first.stop_reason == "tool_use" and call.name == "get_weather" and call.input == {"city": "Paris"}
+    sent = fake_anthropic.requests[-1]["body"]
+    assert sent["tool_choice"] == {"type": "any"} and sent["tools"][0]["input_schema"] == WEATHER["input_schema"]
+    history: Any = [
+        *ask,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "no data", "is_error": True}],
+        },
+    ]
+    claude.messages.create(model="anthropic/claude-haiku-4-5", max_tokens=50, tools=[WEATHER], messages=history)
+    turns = fake_anthropic.requests[-1]["body"]["messages"]
+    assert turns[1]["content"] == [
+        {"type": "tool_use", "id": call.id, "name": "get_weather", "input": {"city": "Paris"}}
+    ]
+    assert turns[2]["content"] == [{"type": "tool_result", "tool_use_id": call.id, "content": "Error: no data"}]
+
+
+def test_cached_tokens_are_reported_apart(claude: anthropic.Anthropic) -> None:
+    message = claude.messages.create(
+        model="openai/gpt-cached", max_tokens=20, messages=[{"role": "user", "content": "a b c d e"}]
+    )
+    # The fake OpenAI says prompt_tokens=5 of which 3 cached: Anthropic counts input apart from cache reads.
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (2, 3)
+    assert message.usage.cache_creation_input_tokens == 0
+
+
+def test_either_key_header_is_accepted(server_url: str, api_key: str, providers: Any) -> None:
+    # SDK 2.x sends `Authorization: Bearer` (the fixture above); 1.x and curl users send `x-api-key`.
+    body = {"model": "openai/gpt-4.1", "max_tokens": 20, "messages": [{"role": "user", "content": "hey"}]}
+    headers = {"x-api-key": api_key, "anthropic-version": "2023-06-01"}
+    resp = httpx.post(f"{server_url}/v1/messages", json=body, headers=headers, timeout=20)
+    assert resp.status_code == 200
+    message = anthropic.types.Message.model_validate(resp.json())
+    assert message.content[0].type == "text" and message.content[0].text == "You said: hey"
+
+
+def test_unsupported_parameters_are_refused(claude: anthropic.Anthropic) -> None:
+    ask: Any = [{"role": "user", "content": "x"}]
+    with pytest.raises(anthropic.UnprocessableEntityError) as err:
+        claude.messages.create(model="openai/gpt-4.1", max_tokens=10, messages=ask, extra_body={"top_k": 5})
+    assert err.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "top_k" in err.value.body["error"]["message"]  # type: ignore[index]
+    with pytest.raises(anthropic.UnprocessableEntityError):
+        claude.messages.create(
+            model="openai/gpt-4.1", max_tokens=10, messages=ask, thinking={"type": "enabled", "budget_tokens": 1024}
+        )
+
+
+def test_stream_errors_before_the_first_byte_are_plain_errors(claude: anthropic.Anthropic) -> None:
+    ask: Any = [{"role": "user", "content": "x"}]
+    with (
+        pytest.raises(anthropic.RateLimitError) as err,
+        claude.messages.stream(
+            model="openai/error-429", max_tokens=10, messages=ask, extra_headers={"x-opentracy-retries": "0"}
+        ) as stream,
+    ):
+        stream.get_final_message()
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
