@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -37,12 +38,16 @@ def _validation_error(exc: ValidationError) -> Response:
 
 
 class AliasListApi(APIView):
+    @extend_schema(
+        responses=inline_serializer("AliasList", {"data": AliasSerializer(many=True)}), operation_id="aliases_list"
+    )
     def get(self, request: Request) -> Response:
         project = request_project(request)
         return Response({"data": AliasSerializer(project.aliases.order_by("name"), many=True).data})
 
 
 class AliasDetailApi(APIView):
+    @extend_schema(responses=AliasSerializer)
     def get(self, request: Request, name: str) -> Response:
         project = request_project(request)
         alias = selectors.alias_get(project=project, name=name)
@@ -51,6 +56,7 @@ class AliasDetailApi(APIView):
         history = selectors.alias_history(project=project, name=name)
         return Response({**AliasSerializer(alias).data, "history": AliasChangeSerializer(history, many=True).data})
 
+    @extend_schema(request=AliasTargetSerializer, responses=AliasSerializer)
     def put(self, request: Request, name: str) -> Response:
         project = request_project(request)
         body = AliasTargetSerializer(data=request.data)
@@ -68,6 +74,7 @@ class AliasDetailApi(APIView):
             return _validation_error(exc)
         return Response(AliasSerializer(alias).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, name: str) -> Response:
         project = request_project(request)
         if not services.alias_delete(project=project, name=name, changed_by=actor(request)):
@@ -76,6 +83,7 @@ class AliasDetailApi(APIView):
 
 
 class AliasRollbackApi(APIView):
+    @extend_schema(request=None, responses=AliasSerializer)
     def post(self, request: Request, name: str) -> Response:
         project = request_project(request)
         try:

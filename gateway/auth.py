@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.http import Http404
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -64,3 +65,13 @@ def actor(request: Request) -> str:
     if isinstance(user, KeyPrincipal):
         return str(user)
     return str(user.get_username())
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Describes engine keys in the OpenAPI schema (/api/schema/)."""
+
+    target_class = "gateway.auth.ApiKeyAuthentication"
+    name = "engineKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "An engine API key (ot-...)."}

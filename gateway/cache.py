@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from traces.ch_sql import DEFAULT_RETENTION_DAYS
+
 from .crypto import decrypt, open_options
 from .keys import hash_key
 from .models import Alias, ApiKey, Project, ProviderCredential
@@ -49,6 +51,7 @@ class KeyInfo:
     project_id: int
     name: str
     limits: Limits = NO_LIMITS
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def _load_key(key_hash: str) -> KeyInfo | None:
         float(p.budget_usd) if p.budget_usd is not None else None,
         p.budget_period,
     )
-    return KeyInfo(key.id, key.project_id, key.name, limits)
+    return KeyInfo(key.id, key.project_id, key.name, limits, p.retention_days)
 
 
 async def key_info(raw_key: str) -> KeyInfo | None:

@@ -138,7 +138,7 @@ class ChatCall:
             metrics.rejected(self.endpoint, exc)
             await send_json(self.send, exc.status, self.error_body(exc), trace_headers("", "", self.overhead_ms()))
             return
-        self.rec.update(project_id=key.project_id, api_key_id=key.key_id)
+        self.rec.update(project_id=key.project_id, api_key_id=key.key_id, retention_days=key.retention_days)
         try:
             await self._serve(key)
         except GatewayError as exc:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+
+from traces.ch_sql import DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS
 
 
 def validate_base_url(value: str) -> None:
@@ -30,6 +33,12 @@ class Project(models.Model):
         max_digits=12, decimal_places=2, null=True, blank=True, help_text="Spend limit per budget period, in USD."
     )
     budget_period = models.CharField(max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
+    # Applied in ClickHouse: each trace row carries it and the table's TTL drops rows past it.
+    retention_days = models.PositiveSmallIntegerField(
+        default=DEFAULT_RETENTION_DAYS,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_RETENTION_DAYS)],
+        help_text="How long traces are kept, in days.",
+    )
 
     def __str__(self) -> str:
         return self.slug

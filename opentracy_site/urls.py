@@ -1,10 +1,18 @@
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway import views as gateway_views
 from gateway.api import AliasDetailApi, AliasListApi, AliasRollbackApi
 from opentracy_site import health
-from traces.api import TraceDetailApi, TraceListApi
+from traces.api import (
+    StatsModelsApi,
+    StatsTimeseriesApi,
+    TraceDetailApi,
+    TraceExportApi,
+    TraceIngestApi,
+    TraceListApi,
+)
 
 urlpatterns = [
     path("", gateway_views.home, name="home"),
@@ -21,5 +29,11 @@ urlpatterns = [
     path("api/aliases/<str:name>", AliasDetailApi.as_view()),
     path("api/aliases/<str:name>/rollback", AliasRollbackApi.as_view()),
     path("api/traces", TraceListApi.as_view()),
+    path("api/traces/ingest", TraceIngestApi.as_view()),
+    path("api/traces/export", TraceExportApi.as_view()),
+    path("api/stats/timeseries", StatsTimeseriesApi.as_view()),
+    path("api/stats/models", StatsModelsApi.as_view()),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/traces/<uuid:trace_id>", TraceDetailApi.as_view()),
 ]

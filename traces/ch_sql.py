@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 TRACES_TABLE = "traces"
+DEFAULT_RETENTION_DAYS = 90
+MAX_RETENTION_DAYS = 3650
 
 # Columns written by the trace writer, in insert order, with the default used when a record
 # lacks the field. Costs default to NULL: an unknown price is recorded as unknown, never as 0.
@@ -40,7 +42,114 @@ TRACE_COLUMNS: dict[str, object] = {
     "user": "",
     "metadata": {},
     "tags": [],
+    "retention_days": DEFAULT_RETENTION_DAYS,  # see ANALYTICS_STATEMENTS
 }
 
 # Shown by the list endpoint; the large text columns stay out of it.
 TRACE_LIST_COLUMNS = [c for c in TRACE_COLUMNS if c not in ("request_messages", "request_params", "response_message")]
+
+# ---------------------------------------------------------------- analytics (m0003)
+# The DDL of ch_migrations/m0003_analytics.py, kept here with the reasons. A change to any of it is a
+# new numbered migration, never an edit of this list.
+ROLLUP_TABLE = "traces_hourly"
+ANNOTATIONS_TABLE = "trace_annotations"
+ANNOTATION_COLUMNS = ["project_id", "trace_id", "created_at", "user_id", "kind", "tag", "score", "comment"]
+QUANTILES = (0.5, 0.95, 0.99)
+
+# One rollup row per project, hour and dimension; the model is the one that answered, else the one asked.
+_ROLLUP_SELECT = """project_id, toStartOfHour(timestamp) AS hour,
+    if(resolved_model != '', resolved_model, requested_model) AS model, provider, alias, api_key_id, endpoint,
+    count() AS requests, countIf(status != 200) AS errors, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(cached_tokens) AS cached_tokens,
+    sum(ifNull(cost_total_usd, 0)) AS cost_usd, countIf(status = 200 AND cost_total_usd IS NULL) AS unpriced,
+    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms) AS latency,
+    quantilesTDigestIfState(0.5, 0.95, 0.99)(ifNull(ttft_ms, 0), ttft_ms IS NOT NULL) AS ttft,
+    max(retention_days) AS retention_days"""
+_ROLLUP_GROUP = "GROUP BY project_id, hour, model, provider, alias, api_key_id, endpoint"
+
+ANALYTICS_STATEMENTS = [
+    # Retention per project: the writer stamps each row with its project's setting, and the TTL
+    # drops rows past it at merge time. A per-row column (not one TTL per project) because ClickHouse
+    # has a single TTL expression per table; changing a project's setting rewrites its rows' value
+    # with a mutation (services.retention_set), which is rare and off the hot path.
+    f"ALTER TABLE traces ADD COLUMN IF NOT EXISTS retention_days UInt16 DEFAULT {DEFAULT_RETENTION_DAYS}",
+    "ALTER TABLE traces MODIFY TTL toDateTime(timestamp) + toIntervalDay(retention_days)",
+    # Full-text search (`q`) is a case-insensitive substring match over prompt and response:
+    # lowerUTF8(col) LIKE '%q%'. An n-gram bloom filter over the lower-cased text is the skip index
+    # LIKE can use (a token bloom filter only helps whole-token matches, and people search for
+    # fragments of words); trigrams, 64 KiB per index granule of 8,192 rows, as ClickHouse's docs
+    # size it for long text. It skips granules that cannot contain the phrase; it never gives a wrong
+    # answer, only a slower one on a false positive.
+    "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_prompt_ngram lowerUTF8(request_messages)"
+    " TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 1",
+    "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_response_ngram lowerUTF8(response_message)"
+    " TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 1",
+    # metadata key / key=value and tag filters are needle-in-a-haystack membership tests: bloom
+    # filters over the map's keys and values and over the tags array (mapContains, m[k] = v, has()).
+    "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_metadata_keys mapKeys(metadata)"
+    " TYPE bloom_filter(0.01) GRANULARITY 1",
+    "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_metadata_values mapValues(metadata)"
+    " TYPE bloom_filter(0.01) GRANULARITY 1",
+    "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_tags tags TYPE bloom_filter(0.01) GRANULARITY 1",
+    # An API key's traces are a small slice of a project's: a bloom filter on its id.
+    "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_api_key api_key_id TYPE bloom_filter(0.01) GRANULARITY 1",
+    # min cost / min latency: minmax ranges per granule skip the bulk of cheap, fast traffic when
+    # expensive or slow calls bunch in time (a bad hour, one big batch job); cheap to keep otherwise.
+    "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_latency latency_ms TYPE minmax GRANULARITY 1",
+    "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_cost cost_total_usd TYPE minmax GRANULARITY 1",
+    # The overview's rollup: one row per project, hour and dimension the overview filters by, so a
+    # 30-day overview reads ~720 rows per model instead of every trace. Sums are plain columns;
+    # latency and TTFT keep t-digest states, which merge across hours into p50/p95/p99.
+    # Ordered by project then hour like the traces table (every read is one project and a range).
+    f"""
+    CREATE TABLE IF NOT EXISTS {ROLLUP_TABLE} (
+        project_id UInt64,
+        hour DateTime('UTC'),
+        model LowCardinality(String),
+        provider LowCardinality(String),
+        alias LowCardinality(String),
+        api_key_id UInt64,
+        endpoint LowCardinality(String),
+        requests SimpleAggregateFunction(sum, UInt64),
+        errors SimpleAggregateFunction(sum, UInt64),
+        prompt_tokens SimpleAggregateFunction(sum, UInt64),
+        completion_tokens SimpleAggregateFunction(sum, UInt64),
+        cached_tokens SimpleAggregateFunction(sum, UInt64),
+        cost_usd SimpleAggregateFunction(sum, Float64),
+        unpriced SimpleAggregateFunction(sum, UInt64),
+        latency AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float32),
+        ttft AggregateFunction(quantilesTDigestIf(0.5, 0.95, 0.99), Float32, UInt8),
+        retention_days SimpleAggregateFunction(max, UInt16)
+    )
+    ENGINE = AggregatingMergeTree
+    PARTITION BY toYYYYMM(hour)
+    ORDER BY (project_id, hour, model, provider, alias, api_key_id, endpoint)
+    -- The rollup lives as long as the traces it sums.
+    TTL hour + toIntervalDay(retention_days)
+    """,
+    # Backfill what existed before the view (skipped once the view exists, so a rerun never counts a
+    # row twice; migrations run with the engine stopped), then keep the rollup current on insert.
+    f"INSERT INTO {ROLLUP_TABLE} SELECT {_ROLLUP_SELECT} FROM traces"  # noqa: S608 (constants only)
+    " WHERE (SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'traces_hourly_mv') = 0"
+    f" {_ROLLUP_GROUP}",
+    f"CREATE MATERIALIZED VIEW IF NOT EXISTS traces_hourly_mv TO {ROLLUP_TABLE} AS"  # noqa: S608
+    f" SELECT {_ROLLUP_SELECT} FROM traces {_ROLLUP_GROUP}",
+    # Tags and feedback added after a trace was written. Traces are never updated in place (a
+    # mutation per click would rewrite whole parts), so annotations are an append-only table joined
+    # on read; a plain MergeTree never collapses rows on merge, so every annotation survives and the
+    # latest one wins when read. Ordered like traces so a trace's annotations sit together.
+    f"""
+    CREATE TABLE IF NOT EXISTS {ANNOTATIONS_TABLE} (
+        project_id UInt64,
+        trace_id UUID,
+        created_at DateTime64(3, 'UTC'),
+        user_id UInt64,
+        kind LowCardinality(String),  -- 'tag', 'untag' or 'feedback'
+        tag String,
+        score Nullable(Float32),
+        comment String
+    )
+    ENGINE = MergeTree
+    ORDER BY (project_id, trace_id, created_at)
+    """,
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -13,22 +13,10 @@ import orjson
 
 from opentracy_site import clickhouse
 
-from .ch_sql import TRACE_COLUMNS, TRACE_LIST_COLUMNS, TRACES_TABLE
+from .ch_sql import ANNOTATIONS_TABLE, TRACE_COLUMNS, TRACE_LIST_COLUMNS, TRACES_TABLE
+from .filters import TraceFilters, where
 
 JSON_COLUMNS = ("request_messages", "request_params", "response_message")
-
-
-@dataclass
-class TraceFilters:
-    since: datetime | None = None
-    until: datetime | None = None
-    model: str = ""
-    provider: str = ""
-    status: str = ""  # "ok", "error" or an HTTP status
-    alias: str = ""
-    metadata_key: str = ""
-    metadata_value: str = ""
-    q: str = ""
 
 
 def encode_cursor(timestamp: datetime, trace_id: uuid.UUID) -> str:
@@ -42,45 +30,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(ts), uuid.UUID(tid)
     except Exception as exc:
         raise ValueError("invalid cursor") from exc
-
-
-def _where(project_id: int, f: TraceFilters) -> tuple[list[str], dict[str, Any]]:
-    clauses = ["project_id = {project_id:UInt64}"]
-    params: dict[str, Any] = {"project_id": project_id}
-    if f.since:
-        clauses.append("timestamp >= {since:DateTime64(3, 'UTC')}")
-        params["since"] = f.since
-    if f.until:
-        clauses.append("timestamp < {until:DateTime64(3, 'UTC')}")
-        params["until"] = f.until
-    for column in ("provider", "alias"):
-        if getattr(f, column):
-            clauses.append(f"{column} = {{{column}:String}}")
-            params[column] = getattr(f, column)
-    if f.model:
-        clauses.append("(resolved_model = {model:String} OR requested_model = {model:String})")
-        params["model"] = f.model
-    if f.status == "ok":
-        clauses.append("status = 200")
-    elif f.status == "error":
-        clauses.append("status != 200")
-    elif f.status:
-        clauses.append("status = {status:UInt16}")
-        params["status"] = int(f.status)
-    if f.metadata_key:
-        if f.metadata_value:
-            clauses.append("metadata[{mk:String}] = {mv:String}")
-            params["mv"] = f.metadata_value
-        else:
-            clauses.append("mapContains(metadata, {mk:String})")
-        params["mk"] = f.metadata_key
-    if f.q:
-        clauses.append(
-            "(positionCaseInsensitiveUTF8(request_messages, {q:String}) > 0"
-            " OR positionCaseInsensitiveUTF8(response_message, {q:String}) > 0)"
-        )
-        params["q"] = f.q
-    return clauses, params
 
 
 def _as_dict(columns: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
@@ -98,7 +47,7 @@ def trace_list(
     *, project_id: int, filters: TraceFilters, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first; returns (traces, next cursor or None)."""
-    clauses, params = _where(project_id, filters)
+    clauses, params = where(project_id, filters)
     if cursor:
         ts, tid = decode_cursor(cursor)
         clauses.append("(timestamp, trace_id) < ({cts:DateTime64(3, 'UTC')}, {ctid:UUID})")
@@ -115,7 +64,56 @@ def trace_list(
     if more:
         last = dict(zip(columns, rows[-1], strict=True))
         next_cursor = encode_cursor(last["timestamp"], last["trace_id"])
-    return [_as_dict(columns, r) for r in rows], next_cursor
+    return _annotate(project_id, [_as_dict(columns, r) for r in rows]), next_cursor
+
+
+def trace_iter(
+    *, project_id: int, filters: TraceFilters, columns: list[str] | None = None, page: int = 2000
+) -> Iterator[dict[str, Any]]:
+    """Every matching trace, newest first, fetched a page at a time by keyset (export streams this:
+    memory stays one page whatever the size of the result)."""
+    names = columns or list(TRACE_COLUMNS)
+    clauses, params = where(project_id, filters)
+    after: list[str] = []  # the keyset condition, from the second page on
+    while True:
+        sql = (
+            f"SELECT {', '.join(names)} FROM {TRACES_TABLE} WHERE {' AND '.join(clauses + after)} "  # noqa: S608
+            "ORDER BY timestamp DESC, trace_id DESC LIMIT {limit:UInt32}"
+        )
+        cols, rows = clickhouse.query(sql, {**params, "limit": page})
+        yield from _annotate(project_id, [_as_dict(cols, r) for r in rows])
+        if len(rows) < page:
+            return
+        last = dict(zip(cols, rows[-1], strict=True))
+        after = ["(timestamp, trace_id) < ({cts:DateTime64(3, 'UTC')}, {ctid:UUID})"]
+        params.update(cts=last["timestamp"], ctid=last["trace_id"])
+
+
+def _annotate(project_id: int, traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply tags and feedback added after the fact (the annotations table, latest first wins)."""
+    if not traces:
+        return traces
+    sql = (
+        f"SELECT trace_id, kind, tag, score, comment, user_id, created_at FROM {ANNOTATIONS_TABLE} "  # noqa: S608
+        "WHERE project_id = {project_id:UInt64} AND trace_id IN {ids:Array(UUID)} ORDER BY created_at"
+    )
+    _cols, rows = clickhouse.query(sql, {"project_id": project_id, "ids": [t["trace_id"] for t in traces]})
+    by_id = {t["trace_id"]: t for t in traces}
+    for trace_id, kind, tag, score, comment, user_id, created_at in rows:
+        trace = by_id[str(trace_id)]
+        tags = trace.setdefault("tags", [])
+        if kind == "tag" and tag not in tags:
+            tags.append(tag)
+        elif kind == "untag" and tag in tags:
+            tags.remove(tag)
+        elif kind == "feedback":
+            trace["feedback"] = {
+                "score": score,
+                "comment": comment,
+                "user_id": user_id,
+                "created_at": created_at.isoformat(),
+            }
+    return traces
 
 
 def trace_get(*, project_id: int, trace_id: uuid.UUID) -> dict[str, Any] | None:
@@ -124,4 +122,4 @@ def trace_get(*, project_id: int, trace_id: uuid.UUID) -> dict[str, Any] | None:
         "WHERE project_id = {project_id:UInt64} AND trace_id = {trace_id:UUID} LIMIT 1"
     )
     columns, rows = clickhouse.query(sql, {"project_id": project_id, "trace_id": trace_id})
-    return _as_dict(columns, rows[0]) if rows else None
+    return _annotate(project_id, [_as_dict(columns, rows[0])])[0] if rows else None

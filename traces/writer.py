@@ -27,6 +27,7 @@ from django.conf import settings
 from gateway import limits, metrics
 from opentracy_site import clickhouse
 
+from . import otel
 from .ch_sql import TRACE_COLUMNS, TRACES_TABLE
 from .cost import UNKNOWN, compute_cost
 
@@ -120,6 +121,7 @@ class TraceWriter:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        otel.shutdown()  # send the spans of what was just written
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -171,6 +173,8 @@ class TraceWriter:
             self.stats["write_errors"] += 1
             log.warning("ClickHouse insert failed (%s): spooling %d traces", type(exc).__name__, len(batch))
             self._spill(batch)
+            return
+        otel.export(rows)  # only once stored: a spooled batch is exported when it is replayed
 
     def _spill(self, records: list[Record]) -> None:
         with self._spool_lock:
@@ -191,11 +195,13 @@ class TraceWriter:
         for path in self.pending_spool_files():
             records = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
             try:
-                clickhouse.insert(TRACES_TABLE, [to_row(r) for r in records], list(TRACE_COLUMNS))
+                rows = [to_row(r) for r in records]
+                clickhouse.insert(TRACES_TABLE, rows, list(TRACE_COLUMNS))
             except Exception as exc:
                 log.info("spool replay deferred, ClickHouse still failing (%s)", type(exc).__name__)
                 break
             path.unlink()
+            otel.export(rows)
             replayed += len(records)
         if replayed:
             self.stats["replayed"] += replayed

@@ -1,0 +1,194 @@
+"""The trace filters shared by the traces page, the API, stats and export: parsed from a query string
+(every field validated, errors name the field) and turned into a parameterised WHERE clause."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+from .ch_sql import ANNOTATIONS_TABLE
+
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+MAX_TEXT = 500  # longest accepted filter string: enough for any model name, tag or phrase
+_STATUS = re.compile(r"^(ok|error|[1-5]\d\d)$")
+
+
+class FilterError(ValueError):
+    """A bad filter value: `errors` maps each field to a message (DRF's 400 shape)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass
+class TraceFilters:
+    since: datetime | None = None
+    until: datetime | None = None
+    model: str = ""
+    provider: str = ""
+    alias: str = ""
+    status: str = ""  # "ok", "error" or an HTTP status
+    api_key_id: int | None = None
+    metadata_key: str = ""
+    metadata_value: str = ""
+    tag: str = ""
+    min_cost: float | None = None
+    min_latency_ms: float | None = None
+    q: str = ""
+    period: str = ""  # the named range (`range=24h`) since/until came from, kept in links
+
+    def rollup_ok(self) -> bool:
+        """Whether the hourly rollup can answer: only its dimensions are filtered on."""
+        raw_only = (self.status, self.metadata_key, self.tag, self.q, self.min_cost, self.min_latency_ms)
+        return not any(v not in ("", None) for v in raw_only)
+
+    def query_dict(self) -> dict[str, str]:
+        """The filters as query parameters (for links that keep the current view)."""
+        out: dict[str, str] = {}
+        names = {"period": "range", "api_key_id": "api_key"}
+        for name, value in asdict(self).items():
+            if value in ("", None) or (name in ("since", "until") and self.period not in ("", "custom")):
+                continue
+            out[names.get(name, name)] = value.isoformat() if isinstance(value, datetime) else str(value)
+        return out
+
+
+def _text(qp: Any, name: str, errors: dict[str, str]) -> str:
+    value = str(qp.get(name, "") or "").strip()
+    if len(value) > MAX_TEXT:
+        errors[name] = f"At most {MAX_TEXT} characters."
+        return ""
+    return value
+
+
+def _number(qp: Any, name: str, errors: dict[str, str], kind: type = float) -> Any:
+    raw = qp.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        errors[name] = "Must be an integer." if kind is int else "Must be a number."
+        return None
+    if value < 0 or value != value:  # negative or NaN
+        errors[name] = "Must be zero or more."
+        return None
+    return value
+
+
+def _when(qp: Any, name: str, errors: dict[str, str]) -> datetime | None:
+    raw = qp.get(name)
+    if not raw:
+        return None
+    value = parse_datetime(str(raw))
+    if value is None:
+        errors[name] = "Use an ISO 8601 date-time, e.g. 2026-11-28T10:00:00Z."
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_filters(qp: Any, *, default_range: str = "") -> TraceFilters:
+    """TraceFilters from a QueryDict-like mapping; raises FilterError naming every bad field."""
+    errors: dict[str, str] = {}
+    f = TraceFilters(
+        model=_text(qp, "model", errors),
+        provider=_text(qp, "provider", errors),
+        alias=_text(qp, "alias", errors),
+        status=_text(qp, "status", errors),
+        metadata_key=_text(qp, "metadata_key", errors),
+        metadata_value=_text(qp, "metadata_value", errors),
+        tag=_text(qp, "tag", errors),
+        q=_text(qp, "q", errors),
+        api_key_id=_number(qp, "api_key", errors, int),
+        min_cost=_number(qp, "min_cost", errors),
+        min_latency_ms=_number(qp, "min_latency_ms", errors),
+    )
+    if f.status and not _STATUS.match(f.status):
+        errors["status"] = "Use ok, error or an HTTP status code."
+    if f.metadata_value and not f.metadata_key:
+        errors["metadata_value"] = "Give metadata_key too."
+    # `metadata=key=value` is the page's single-box form of the two fields above.
+    if qp.get("metadata") and not f.metadata_key:
+        key, _, value = _text(qp, "metadata", errors).partition("=")
+        f.metadata_key, f.metadata_value = key.strip(), value.strip()
+    f.period = _text(qp, "range", errors) or ("" if qp.get("since") or qp.get("until") else default_range)
+    if f.period and f.period != "custom":
+        if f.period not in RANGES:
+            errors["range"] = f"Use one of {', '.join(RANGES)} or custom."
+        else:
+            f.since = datetime.now(UTC) - RANGES[f.period]
+    else:
+        f.since, f.until = _when(qp, "since", errors), _when(qp, "until", errors)
+        if f.since and f.until and f.since >= f.until:
+            errors["until"] = "Must be after since."
+    if errors:
+        raise FilterError(errors)
+    return f
+
+
+def like_pattern(text: str) -> str:
+    """A case-insensitive substring as a LIKE pattern on lower-cased text (%, _ and \\ taken literally)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def where(project_id: int, f: TraceFilters) -> tuple[list[str], dict[str, Any]]:
+    """WHERE clauses over the traces table and their bound parameters (never formatted into SQL)."""
+    clauses = ["project_id = {project_id:UInt64}"]
+    params: dict[str, Any] = {"project_id": project_id}
+    if f.since:
+        clauses.append("timestamp >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = f.since
+    if f.until:
+        clauses.append("timestamp < {until:DateTime64(3, 'UTC')}")
+        params["until"] = f.until
+    for column in ("provider", "alias"):
+        if getattr(f, column):
+            clauses.append(f"{column} = {{{column}:String}}")
+            params[column] = getattr(f, column)
+    if f.model:
+        clauses.append("(resolved_model = {model:String} OR requested_model = {model:String})")
+        params["model"] = f.model
+    if f.status == "ok":
+        clauses.append("status = 200")
+    elif f.status == "error":
+        clauses.append("status != 200")
+    elif f.status:
+        clauses.append("status = {status:UInt16}")
+        params["status"] = int(f.status)
+    if f.api_key_id is not None:
+        clauses.append("api_key_id = {api_key_id:UInt64}")
+        params["api_key_id"] = f.api_key_id
+    if f.metadata_key:
+        if f.metadata_value:
+            clauses.append("metadata[{mk:String}] = {mv:String}")
+            params["mv"] = f.metadata_value
+        else:
+            clauses.append("mapContains(metadata, {mk:String})")
+        params["mk"] = f.metadata_key
+    if f.tag:
+        # A tag is on a trace when it was written with it and not removed since, or added later.
+        last = (
+            f"SELECT trace_id FROM {ANNOTATIONS_TABLE} WHERE project_id = {{project_id:UInt64}}"  # noqa: S608
+            " AND tag = {tag:String} AND kind IN ('tag', 'untag') GROUP BY trace_id"
+            " HAVING argMax(kind, created_at) = "
+        )
+        removed, added = f"trace_id IN ({last}'untag')", f"trace_id IN ({last}'tag')"
+        clauses.append(f"((has(tags, {{tag:String}}) AND NOT {removed}) OR {added})")
+        params["tag"] = f.tag
+    if f.min_cost is not None:
+        clauses.append("cost_total_usd >= {min_cost:Float64}")
+        params["min_cost"] = f.min_cost
+    if f.min_latency_ms is not None:
+        clauses.append("latency_ms >= {min_latency_ms:Float32}")
+        params["min_latency_ms"] = f.min_latency_ms
+    if f.q:
+        # Matches the n-gram skip indexes on lowerUTF8(...) (traces/ch_sql.py).
+        clauses.append("(lowerUTF8(request_messages) LIKE {q:String} OR lowerUTF8(response_message) LIKE {q:String})")
+        params["q"] = like_pattern(f.q)
+    return clauses, params
