@@ -9,6 +9,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from traces.services import retention_set
+
 from . import services
 from .forms import CredentialAdminForm, options_text
 from .models import Alias, AliasChange, ApiKey, Membership, ModelPrice, Project, ProviderCredential
@@ -30,7 +32,13 @@ class ProjectAdmin(admin.ModelAdmin[Project]):
             "Limits (all keys together; empty = unlimited)",
             {"fields": ["rpm_limit", "tpm_limit", "budget_usd", "budget_period"]},
         ),
+        ("Traces", {"fields": ["retention_days"]}),
     ]
+
+    def save_model(self, request: HttpRequest, obj: Project, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "retention_days" in form.changed_data:
+            retention_set(project=obj, days=obj.retention_days)  # stored traces follow the new setting
 
 
 @admin.register(ApiKey)

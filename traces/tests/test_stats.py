@@ -203,3 +203,18 @@ def test_retention_is_applied_in_clickhouse(seeded: dict[str, Any], people: dict
     assert totals["requests"] == 1  # the rollup dropped the expired hour too
     with pytest.raises(ValidationError):
         retention_set(project=project, days=0)
+
+
+def test_retention_set_in_the_admin_reaches_stored_traces(people: dict[str, Any], admin_client: Any) -> None:
+    project = people["project"]
+    record = _record(project.id, 1)
+    get_writer().submit(record)
+    get_writer().flush()
+    form = {"slug": project.slug, "name": project.name, "budget_period": "month", "retention_days": "30"}
+    form.update({"membership_set-TOTAL_FORMS": "0", "membership_set-INITIAL_FORMS": "0"})
+    resp = admin_client.post(f"/admin/gateway/project/{project.id}/change/", form)
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    _cols, rows = clickhouse.query(
+        "SELECT retention_days FROM traces WHERE trace_id = {t:UUID}", {"t": record["trace_id"]}
+    )
+    assert rows == [(30,)]
