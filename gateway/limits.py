@@ -118,7 +118,7 @@ def period(kind: str, now: datetime) -> tuple[str, datetime, datetime]:
 def _spent_in_clickhouse(project_id: int, start: datetime) -> float:
     _cols, rows = clickhouse.query(
         "SELECT sum(ifNull(cost_total_usd, 0)) FROM traces"
-        " WHERE project_id = {p:UInt64} AND timestamp >= {s:DateTime64(3)}",
+        " WHERE project_id = {p:UInt64} AND timestamp >= {s:DateTime64(3)} AND endpoint != 'ingest'",
         parameters={"p": project_id, "s": start},
     )
     return float(rows[0][0] or 0.0)

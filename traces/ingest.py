@@ -133,7 +133,7 @@ def item_record(item: Any, oldest: float = 0.0) -> Record:
     metadata = _opt(item.get("metadata"), "map", "metadata", {})
     rec: Record = {
         "timestamp": _timestamp(item, response, oldest),
-        "endpoint": "chat",
+        "endpoint": "ingest",  # not gateway spend: budgets and /metrics leave these out
         "requested_model": req_model or resp_model,
         "resolved_model": resolved,
         "provider": provider,

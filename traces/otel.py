@@ -37,7 +37,7 @@ PROVIDER_NAMES = {
     "mistral": "mistral_ai",
     "xai": "x_ai",
 }
-OPERATIONS = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
+OPERATIONS = {"chat": "chat", "messages": "chat", "ingest": "chat", "embeddings": "embeddings"}
 # request_params key → GenAI attribute and its type (a float attribute also takes an int).
 REQUEST_PARAMS: dict[str, tuple[str, type]] = {
     **{k: (f"gen_ai.request.{k}", float) for k in ("temperature", "top_p", "top_k", "frequency_penalty")},

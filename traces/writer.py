@@ -65,7 +65,7 @@ def _account(batch: list[Record], rows: list[list[Any]]) -> None:
     spend: dict[tuple[int, float], float] = {}
     for record, row in zip(batch, rows, strict=True):
         usd = row[_COST]
-        if usd:
+        if usd and record.get("endpoint") != "ingest":  # imported logs are not spend through the engine
             metrics.cost(record.get("provider", ""), record.get("resolved_model", ""), usd)
             key = (int(record.get("project_id", 0)), float(record["timestamp"]))
             spend[key] = spend.get(key, 0.0) + usd

@@ -89,7 +89,7 @@ def test_single_json_trace_reads_back_with_model_tokens_cost_and_source(
     )
     [trace_id] = ingested(post(api, item), 1)
     trace = api.get(f"/api/traces/{trace_id}").json()
-    assert trace["trace_id"] == trace_id and trace["status"] == 200 and trace["endpoint"] == "chat"
+    assert trace["trace_id"] == trace_id and trace["status"] == 200 and trace["endpoint"] == "ingest"
     assert (trace["requested_model"], trace["resolved_model"], trace["provider"]) == (
         "openai/gpt-4o-mini",
         "openai/gpt-4o-mini",
@@ -298,3 +298,15 @@ def test_traces_stay_in_the_callers_project(
     assert resp.status_code == 404
     assert count_traces(people["project"].id) == 2
     assert count_traces(people["other_project"].id) == 1
+
+
+def test_ingested_traces_are_not_spend_through_the_engine(api: httpx.Client, people: dict[str, Any]) -> None:
+    from asgiref.sync import async_to_sync
+
+    from gateway import limits
+
+    project = people["project"]
+    trace_id = ingested(post(api, pair("a priced call")), 1)[0]
+    _cols, rows = clickhouse.query("SELECT cost_total_usd FROM traces WHERE trace_id = {t:UUID}", {"t": trace_id})
+    assert rows[0][0] > 0  # priced like a gateway trace...
+    assert async_to_sync(limits.spent)(project.id, "month")[0] == 0.0  # ...but not counted against budgets
