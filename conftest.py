@@ -3,6 +3,7 @@ served by uvicorn on a loopback port, fake providers, and owner / member / outsi
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 import threading
@@ -37,6 +38,14 @@ def clickhouse_schema() -> None:
     from traces.migrations_ch import apply_migrations
 
     apply_migrations()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files() -> None:
+    """Collected as `make run` does, so pages load their CSS and JS from WhiteNoise as in production."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
 
 
 @pytest.fixture(autouse=True)
@@ -165,3 +174,38 @@ def async_client(server_url: str, api_key: str, providers: dict[str, Any]) -> An
     import openai
 
     return openai.AsyncOpenAI(base_url=f"{server_url}/v1", api_key=api_key, max_retries=0, timeout=20)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (`apt-get install chromium`); Playwright downloads nothing
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright: browser tests of the dashboard."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"{CHROMIUM} is missing: `apt-get install -y chromium` (see README, Tests).")
+    # Playwright's sync API keeps an event loop running in this thread, which Django's ORM takes for
+    # async code; the tests' own ORM calls are plain sync code, so that guard is lifted here.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def logged_in_page(chromium: Any, server_url: str, people: dict[str, Any]) -> Iterator[Any]:
+    """A browser tab with the project owner's session cookie (logged in the way Django's test client does)."""
+    from django.test import Client
+
+    django_client = Client()
+    django_client.force_login(people["owner"])
+    context = chromium.new_context(base_url=server_url)
+    session = django_client.cookies["sessionid"].value
+    context.add_cookies([{"name": "sessionid", "value": session, "url": server_url}])
+    page = context.new_page()
+    yield page
+    context.close()
