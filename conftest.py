@@ -179,9 +179,13 @@ def async_client(server_url: str, api_key: str, providers: dict[str, Any]) -> An
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (`apt-get install chromium`); Playwright downloads nothing
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright: browser tests of the dashboard."""
+    """Headless Debian Chromium driven by Playwright: browser tests of the dashboard.
+
+    Module-scoped on purpose: while Playwright's sync API is open, this thread has a running event loop,
+    which breaks every later test that starts its own (pytest-asyncio, asyncio.run, async_to_sync).
+    """
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):
