@@ -170,3 +170,14 @@ def alias_rollback(*, project: Project, name: str, changed_by: str) -> Alias | N
         alias_delete(project=project, name=name, changed_by=changed_by)
         return None
     return alias_set(project=project, name=name, target=last.from_target, changed_by=changed_by)
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    """Take a person out of a project. Raises ValidationError for its last owner (a project always
+    keeps someone who can manage it)."""
+    if membership.role == Membership.Role.OWNER:
+        owners = Membership.objects.select_for_update().filter(project=membership.project, role=Membership.Role.OWNER)
+        if owners.exclude(pk=membership.pk).count() == 0:
+            raise ValidationError("A project keeps at least one owner: add another owner before removing this one.")
+    membership.delete()

@@ -18,6 +18,8 @@ django_app = get_asgi_application()
 
 from gateway.asgi import gateway_app  # noqa: E402
 from opentracy_site import lifecycle  # noqa: E402
+from traces import live as traces_live  # noqa: E402
+from traces.routing import websocket_urlpatterns as traces_ws  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if message["type"] == "lifespan.startup":
             try:
                 await lifecycle.startup()
+                traces_live.bind_running_loop()  # the live tail sends on this loop
             except Exception as exc:
                 log.exception("start-up failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -49,7 +52,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
 application = ProtocolTypeRouter(
     {
         "http": http,
-        "websocket": AuthMiddlewareStack(URLRouter([])),
+        "websocket": AuthMiddlewareStack(URLRouter([*traces_ws])),
         "lifespan": lifespan,
     }
 )

@@ -27,7 +27,7 @@ from django.conf import settings
 from gateway import limits, metrics
 from opentracy_site import clickhouse
 
-from . import otel
+from . import live, otel
 from .ch_sql import TRACE_COLUMNS, TRACES_TABLE
 from .cost import UNKNOWN, compute_cost
 
@@ -175,6 +175,7 @@ class TraceWriter:
             self._spill(batch)
             return
         otel.export(rows)  # only once stored: a spooled batch is exported when it is replayed
+        live.publish(batch, rows)  # the live tail (traces/live.py); never raises, never waits
 
     def _spill(self, records: list[Record]) -> None:
         with self._spool_lock:
