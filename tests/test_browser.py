@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -18,3 +20,53 @@ def test_api_docs_render_offline(logged_in_page: Any, server_url: str) -> None:
     page.wait_for_selector("text=OpenTracy engine API")
     page.get_by_text("/api/traces/export", exact=True).first.wait_for()
     assert requested and all(url.startswith(server_url) for url in requested)
+
+
+def test_a_new_user_sees_traffic_arrive_then_opens_filters_and_exports_it(
+    logged_in_page: Any, server_url: str, client: Any
+) -> None:
+    page = logged_in_page
+    # Empty state: the exact base_url to paste into an OpenAI client.
+    page.goto("/projects/acme/overview")
+    assert page.locator("#base-url").inner_text() == f"{server_url}/v1"
+
+    # Live tail on, then traffic through the OpenAI SDK appears on top without a reload.
+    page.goto("/projects/acme/traces")
+    page.get_by_role("button", name="Live: off").click()
+    page.wait_for_selector("[ws-connect]", state="attached")
+    page.wait_for_function("() => document.querySelector('#live-tail [aria-pressed=true]') !== null")
+    page.wait_for_timeout(500)  # the socket joins its group right after connecting
+    hostile = "<script>window.pwned = 1</script> what is my balance?"
+    first = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": hostile}]
+    )
+    second = client.chat.completions.with_raw_response.create(
+        model="anthropic/claude-haiku-4-5", messages=[{"role": "user", "content": "hello there"}]
+    )
+    ids = [r.headers["x-opentracy-trace-id"] for r in (first, second)]
+    for trace_id in ids:
+        page.wait_for_selector(f"#trace-{trace_id}", timeout=15_000)
+    assert page.url.endswith("/projects/acme/traces")  # no reload happened
+    row = page.locator(f"#trace-{ids[0]}")
+    assert "<script>window.pwned = 1</script>" in row.inner_text()  # shown as text...
+    assert page.evaluate("() => window.pwned") is None  # ...never run
+
+    # Open the trace: the conversation, escaped, and the copy-as-cURL text.
+    row.locator("td.preview a").click()
+    page.wait_for_url(f"**/traces/{ids[0]}")
+    assert hostile in page.locator("main").inner_text()
+    assert page.evaluate("() => window.pwned") is None
+
+    # Filter by model through the form: the filter lands in the URL and the table follows it.
+    page.goto("/projects/acme/traces")
+    page.locator("input[name=model]").fill("anthropic/claude-haiku-4-5")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url("**model=anthropic%2Fclaude-haiku-4-5**")
+    shown = page.locator("#trace-rows tr.trace-row")
+    assert shown.count() == 1 and shown.first.get_attribute("id") == f"trace-{ids[1]}"
+
+    # Export what the filter shows.
+    with page.expect_download() as download:
+        page.get_by_role("link", name="JSONL").click()
+    lines = [orjson.loads(line) for line in Path(download.value.path()).read_bytes().splitlines()]
+    assert [t["trace_id"] for t in lines] == [ids[1]]
