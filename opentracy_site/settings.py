@@ -112,7 +112,9 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # collectstatic fills it; WhiteNoise expects it to exist
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 
 # ClickHouse: chDB in-process by default; http(s)://host:8123/db for a server.
 CLICKHOUSE_URL = env_str("CLICKHOUSE_URL", f"chdb:///{VAR_DIR / 'chdb'}")

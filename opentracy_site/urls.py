@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -23,6 +24,9 @@ urlpatterns = [
     path("readyz", health.readyz),
     path("metrics", health.metrics),
     path("admin/", admin.site.urls),
+    # Every member logs in here; the admin's own login only admits staff.
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/<slug:slug>/providers", gateway_views.providers, name="credentials"),
     path("projects/<slug:slug>/overview", traces_views.overview, name="traces_overview"),
     path("projects/<slug:slug>/traces", traces_views.trace_rows, name="traces_list"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import openai
 import orjson
 import pytest
 
@@ -23,15 +24,30 @@ def test_api_docs_render_offline(logged_in_page: Any, server_url: str) -> None:
 
 
 def test_a_new_user_sees_traffic_arrive_then_opens_filters_and_exports_it(
-    logged_in_page: Any, server_url: str, client: Any
+    chromium: Any, server_url: str, providers: dict[str, Any]
 ) -> None:
-    page = logged_in_page
-    # Empty state: the exact base_url to paste into an OpenAI client.
+    page = chromium.new_context(base_url=server_url).new_page()
+    # Log in through the form (a member, not staff), landing where the link pointed.
     page.goto("/projects/acme/overview")
-    assert page.locator("#base-url").inner_text() == f"{server_url}/v1"
+    page.wait_for_url("**/accounts/login/?next=/projects/acme/overview")
+    page.get_by_label("Username or e-mail").fill("owner@example.com")
+    page.get_by_label("Password").fill("pw-owner-123")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/projects/acme/overview")
+    # Empty state: the exact base_url to paste into an OpenAI client.
+    base_url = page.locator("#base-url").inner_text()
+    assert base_url == f"{server_url}/v1"
+    # The key, from the link the empty state gives: created in Settings, shown once.
+    page.get_by_role("link", name="Settings → API keys").click()
+    page.get_by_label("Name").fill("my-app")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text()
+    assert key.startswith("ot-")
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=20)
 
     # Live tail on, then traffic through the OpenAI SDK appears on top without a reload.
     page.goto("/projects/acme/traces")
+    assert page.locator("#no-traces").is_visible()
     page.get_by_role("button", name="Live: off").click()
     page.wait_for_selector("[ws-connect]", state="attached")
     page.wait_for_function("() => document.querySelector('#live-tail [aria-pressed=true]') !== null")
@@ -47,6 +63,7 @@ def test_a_new_user_sees_traffic_arrive_then_opens_filters_and_exports_it(
     for trace_id in ids:
         page.wait_for_selector(f"#trace-{trace_id}", timeout=15_000)
     assert page.url.endswith("/projects/acme/traces")  # no reload happened
+    assert page.locator("#no-traces").count() == 0  # the empty table's line went with the first row
     row = page.locator(f"#trace-{ids[0]}")
     assert "<script>window.pwned = 1</script>" in row.inner_text()  # shown as text...
     assert page.evaluate("() => window.pwned") is None  # ...never run
@@ -70,3 +87,4 @@ def test_a_new_user_sees_traffic_arrive_then_opens_filters_and_exports_it(
         page.get_by_role("link", name="JSONL").click()
     lines = [orjson.loads(line) for line in Path(download.value.path()).read_bytes().splitlines()]
     assert [t["trace_id"] for t in lines] == [ids[1]]
+    page.context.close()

@@ -32,6 +32,24 @@ def test_dashboard_requires_login(people: dict[str, Any]) -> None:
     assert page.status_code == 200 and b"acme" in page.content and b"other" not in page.content
 
 
+def test_a_member_who_is_not_staff_logs_in_and_out(people: dict[str, Any]) -> None:
+    browser = Client()
+    to_login = browser.get("/projects/acme/traces")
+    assert to_login.status_code == 302 and to_login["Location"] == "/accounts/login/?next=/projects/acme/traces"
+    wrong = browser.post("/accounts/login/", {"username": "member@example.com", "password": "nope"})
+    assert wrong.status_code == 200 and b"correct username and password" in wrong.content
+    assert browser.get("/").status_code == 302  # still logged out
+    ok = browser.post(
+        "/accounts/login/",
+        {"username": "member@example.com", "password": "pw-member-123", "next": "/projects/acme/traces"},
+    )
+    assert ok.status_code == 302 and ok["Location"] == "/projects/acme/traces"
+    page = browser.get("/")
+    assert page.status_code == 200 and b"Log out" in page.content and b'href="/admin/"' not in page.content
+    assert browser.post("/accounts/logout/")["Location"] == "/accounts/login/"
+    assert browser.get("/").status_code == 302
+
+
 def test_bootstrap_is_idempotent_and_create_api_key_prints_a_working_key(
     monkeypatch: pytest.MonkeyPatch, server_url: str
 ) -> None:

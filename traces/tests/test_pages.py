@@ -97,7 +97,7 @@ def test_outsiders_get_404_and_anonymous_visitors_the_login_page(
     anonymous = browser()
     for url in urls:
         resp = anonymous.get(url)
-        assert resp.status_code == 302 and resp["Location"].startswith("/admin/login/?next=/projects/acme/"), url
+        assert resp.status_code == 302 and resp["Location"].startswith("/accounts/login/?next=/projects/acme/"), url
 
 
 # ---------------------------------------------------------------- the traces page
@@ -307,7 +307,7 @@ def test_empty_state_tells_the_base_url(people: dict[str, Any]) -> None:
     html = browser(people["owner"]).get("/projects/acme/overview").content.decode()
     assert 'id="empty-state"' in html and 'id="kpis"' not in html
     assert 'OpenAI(base_url="http://testserver/v1", api_key="&lt;your key&gt;")' in html
-    assert 'href="/admin/gateway/apikey/add/"' in html and 'href="/projects/acme/providers"' in html
+    assert 'href="/projects/acme/settings#keys"' in html and 'href="/projects/acme/providers"' in html
 
 
 def test_header_switches_project_keeping_the_page_kind(people: dict[str, Any], traffic: dict[str, str]) -> None:
