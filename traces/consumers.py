@@ -35,7 +35,8 @@ def render_rows(rows: list[dict[str, Any]], project: Any) -> str:
     template = select_template(ROW_TEMPLATES)
     # Oldest first: each prepended row lands above the previous, so the newest ends on top.
     html = "".join(template.render({"trace": row, "project": project, "live": True}) for row in rows)
-    return f'<tbody hx-swap-oob="afterbegin:#trace-rows">{html}</tbody>'  # rows rendered (escaped) above
+    # Rows rendered (escaped) above; the "no traces match" line goes once a row arrives.
+    return f'<tbody hx-swap-oob="afterbegin:#trace-rows">{html}</tbody><p id="no-traces" hx-swap-oob="delete"></p>'
 
 
 class TraceTailConsumer(AsyncWebsocketConsumer):

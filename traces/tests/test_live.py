@@ -170,7 +170,8 @@ def test_the_fallback_row_escapes_and_has_every_column(monkeypatch: pytest.Monke
         "prompt_preview": "<script>x</script>",
     }
     html = consumers.render_rows([row], people["project"])
-    assert html.startswith('<tbody hx-swap-oob="afterbegin:#trace-rows">') and html.endswith("</tbody>")
+    assert html.startswith('<tbody hx-swap-oob="afterbegin:#trace-rows">')
+    assert html.endswith('</tbody><p id="no-traces" hx-swap-oob="delete"></p>')
     for text in ("03:04:05", "openai/gpt-4o-mini", ">502<", "12 ms", ">9<", "&lt;script&gt;x&lt;/script&gt;"):
         assert text in html
     assert "<script>" not in html
