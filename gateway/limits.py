@@ -147,7 +147,9 @@ async def spent(project_id: int, kind: str) -> tuple[float, float]:
 
 
 def add_spend(totals: dict[tuple[int, float], float]) -> None:
-    """Called by the trace writer's thread: {(project_id, trace unix time): usd} of one batch."""
+    """Called by the trace writer's thread: {(project_id, unix time): usd} of one batch. Any time in
+    the trace's UTC day will do (the writer sums a batch per day and sends the day's start): only
+    the day and the month are read from it."""
     by_period: dict[str, float] = {}
     for (project_id, ts), usd in totals.items():
         when = datetime.fromtimestamp(ts, UTC)

@@ -60,6 +60,14 @@ def insert(table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str
             vars(context).clear()
 
 
+def insert_json(table: str, rows: bytes, column_names: Sequence[str], settings: dict[str, Any]) -> None:
+    """Insert rows already encoded as JSONEachRow: ClickHouse parses them in C++, so the caller's
+    Python work is one orjson call instead of clickhouse-connect's per-value Native serialisation.
+    The same raw_insert reaches a server (HTTP body) and chDB (a temp file, INSERT ... FROM INFILE)."""
+    with _lock:
+        client().raw_insert(table, list(column_names), insert_block=rows, fmt="JSONEachRow", settings=settings)
+
+
 def ping() -> None:
     """Raises if ClickHouse cannot answer a trivial query."""
     command("SELECT 1")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 from genai_prices import Usage, calc_price
@@ -16,6 +17,7 @@ from genai_prices.types import TieredPrices
 from gateway.models import ModelPrice
 
 Cost = tuple[float | None, float | None, float | None]
+Pricer = Callable[[int, int, int], Cost]  # (prompt, completion, cached tokens) -> Cost
 UNKNOWN: Cost = (None, None, None)
 MTOK = 1_000_000
 OVERRIDES_TTL_S = 30.0
@@ -81,3 +83,29 @@ def compute_cost(*, project_id: int, provider: str, model: str, prompt: int, com
     inp = (prompt - cached) * per_input + cached * per_cached
     out = completion * per_output
     return inp, out, inp + out
+
+
+def pricer(*, project_id: int, provider: str, model: str) -> Pricer:
+    """compute_cost for one project and model, its price looked up once: the trace writer prices a
+    batch with one lookup per model, then three multiplications per trace when the price is flat
+    (the same arithmetic as compute_cost). Overrides and tiered prices go through compute_cost per
+    trace; a model with no price at all costs UNKNOWN without a catalogue call per trace."""
+    if not provider or not model:
+        return lambda prompt, completion, cached: UNKNOWN
+    rates = None
+    if provider != "local" and _override(project_id, f"{provider}/{model}") is None:
+        rates = _flat_rates(provider, model, int(time.time() // 3600))
+        if rates is None and _catalog_price(provider, model, Usage(input_tokens=1)) == UNKNOWN:
+            return lambda prompt, completion, cached: UNKNOWN
+    if rates is None:  # local, an override, or a tiered price
+        return lambda prompt, completion, cached: compute_cost(
+            project_id=project_id, provider=provider, model=model, prompt=prompt, completion=completion, cached=cached
+        )
+    per_input, per_cached, per_output = rates
+
+    def flat(prompt: int, completion: int, cached: int) -> Cost:
+        inp = (prompt - cached) * per_input + cached * per_cached
+        out = completion * per_output
+        return inp, out, inp + out
+
+    return flat

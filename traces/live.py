@@ -29,14 +29,11 @@ import orjson
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 
-from .ch_sql import TRACE_COLUMNS
-
 log = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "traces.batch"  # handled by TraceTailConsumer.traces_batch
 PREVIEW_CHARS = 120
 MAX_ROWS_PER_MESSAGE = 200  # a burst beyond this is summarised by its newest rows only
-_COST = list(TRACE_COLUMNS).index("cost_total_usd")
 
 _loop: asyncio.AbstractEventLoop | None = None
 _listeners = 0  # sockets open in this process (counted by the consumer)
@@ -100,13 +97,13 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def summary(record: dict[str, Any], row: Sequence[Any]) -> dict[str, Any]:
+def summary(record: dict[str, Any]) -> dict[str, Any]:
     """What the live row shows, JSON/msgpack-able (the Redis layer serialises it). Keys as
     traces.selectors.trace_list names them, so the traces page's row template renders it."""
     ts = datetime.fromtimestamp(float(record["timestamp"]), tz=UTC)
     prompt = int(record.get("prompt_tokens") or 0)
     completion = int(record.get("completion_tokens") or 0)
-    cost = row[_COST]
+    cost = record.get("cost_total_usd")
     preview = prompt_preview(record.get("request_messages", ""))
     return {
         "trace_id": str(record["trace_id"]),
@@ -135,19 +132,20 @@ def _can_deliver(layer: BaseChannelLayer) -> bool:
     return True
 
 
-def publish(batch: Sequence[dict[str, Any]], rows: Sequence[Sequence[Any]]) -> None:
-    """Called by the writer thread once `batch` is stored. Never raises."""
+def publish(batch: Sequence[dict[str, Any]]) -> None:
+    """Called by the writer thread once `batch` (priced records) is stored. Never raises."""
     try:
         layer = get_channel_layer()
         if layer is None or not _can_deliver(layer):
             return
         per_project: dict[int, list[dict[str, Any]]] = {}
-        for record, row in zip(batch, rows, strict=True):
-            per_project.setdefault(int(record.get("project_id", 0)), []).append(summary(record, row))
-        for project_id, items in per_project.items():
-            items.sort(key=lambda r: r["timestamp"])  # oldest first: each is prepended, newest ends on top
-            message = {"type": MESSAGE_TYPE, "project_id": project_id, "rows": items[-MAX_ROWS_PER_MESSAGE:]}
-            _send(layer, group_name(project_id), message)
+        for record in batch:
+            per_project.setdefault(int(record.get("project_id", 0)), []).append(record)
+        for project_id, records in per_project.items():
+            records.sort(key=lambda r: float(r["timestamp"]))  # oldest first: each is prepended, newest on top
+            # Only the newest rows are sent, so only they are summarised.
+            rows = [summary(r) for r in records[-MAX_ROWS_PER_MESSAGE:]]
+            _send(layer, group_name(project_id), {"type": MESSAGE_TYPE, "project_id": project_id, "rows": rows})
     except Exception:
         log.exception("live tail: could not publish a batch of %d traces", len(batch))
 

@@ -101,8 +101,8 @@ def _load() -> _Exporter | None:
     return _Exporter(provider, provider.get_tracer("opentracy.traces"), ids, _capture_content())
 
 
-def export(rows: list[list[Any]]) -> None:
-    """Queue one span per written row (TRACE_COLUMNS order, as inserted: cost included). Never raises."""
+def export(records: list[dict[str, Any]]) -> None:
+    """Queue one span per written record (as inserted: cost included). Never raises."""
     global _loaded, _exporter
     if _loaded and _exporter is None:
         return  # not configured: the common case costs one check
@@ -115,11 +115,11 @@ def export(rows: list[list[Any]]) -> None:
             _loaded = True
         if (exporter := _exporter) is None:
             return
-        for row in rows:
+        for record in records:
             try:
-                _emit(exporter, dict(zip(TRACE_COLUMNS, row, strict=True)))
+                _emit(exporter, {**TRACE_COLUMNS, **record})
             except Exception:  # an odd record or a broken exporter must never cost the writer
-                log.exception("could not export trace %s to OpenTelemetry", row[0] if row else "?")
+                log.exception("could not export trace %s to OpenTelemetry", record.get("trace_id", "?"))
 
 
 def shutdown(timeout_s: float = 10.0) -> None:
@@ -141,7 +141,7 @@ def _emit(exporter: _Exporter, r: dict[str, Any]) -> None:
 
     trace_id = uuid.UUID(str(r["trace_id"])).int
     exporter.ids.trace_id, exporter.ids.span_id = trace_id, (trace_id & (2**64 - 1)) or 1
-    start_ns = round(r["timestamp"].timestamp() * 1e6) * 1000  # the record's epoch float, as stored (µs)
+    start_ns = round(float(r["timestamp"]) * 1e6) * 1000  # the record's epoch float, to the µs
     operation = OPERATIONS.get(r["endpoint"], r["endpoint"])
     span = exporter.tracer.start_span(
         f"{operation} {r['requested_model']}".strip(),
