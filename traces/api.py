@@ -33,9 +33,11 @@ def invalid(errors: dict[str, str]) -> ValidationError:
     return ValidationError({name: [message] for name, message in errors.items()})
 
 
-def filters_of(request: Request, default_range: str = "") -> TraceFilters:
+def filters_of(request: Request, default_range: str = "", *, all_time: bool = True) -> TraceFilters:
+    """all_time: `range=all` accepted (the list and export: the traces page's links carry it);
+    stats need a window and refuse it."""
     try:
-        return parse_filters(request.query_params, default_range=default_range)
+        return parse_filters(request.query_params, default_range=default_range, all_time=all_time)
     except FilterError as exc:
         raise invalid(exc.errors) from exc
 
@@ -130,7 +132,7 @@ class StatsModelsApi(APIView):
     @extend_schema(parameters=schema.FILTERS, responses=schema.MODELS)
     def get(self, request: Request) -> Response:
         project = request_project(request)
-        return Response(stats.by_model(project_id=project.id, filters=filters_of(request, "24h")))
+        return Response(stats.by_model(project_id=project.id, filters=filters_of(request, "24h", all_time=False)))
 
 
 class TraceExportApi(APIView):

@@ -84,8 +84,7 @@ def chart_series(series: dict[str, Any]) -> dict[str, Any]:
 def overview(*, project_id: int, filters: TraceFilters) -> dict[str, Any]:
     """Totals, per-model rows and chart columns for the window (raises ValueError on a window
     with too many buckets)."""
-    series = stats.timeseries(project_id=project_id, filters=filters)
-    models = stats.by_model(project_id=project_id, filters=filters)
+    models, series = stats.overview(project_id=project_id, filters=filters)  # one query for both
     return {"totals": models["totals"], "models": models["models"], "chart": chart_series(series)}
 
 

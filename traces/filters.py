@@ -13,6 +13,9 @@ from django.utils.dateparse import parse_datetime
 from .ch_sql import ANNOTATIONS_TABLE
 
 RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+# `range=all`: no time bound, said explicitly where a caller defaults to a recent range (the traces
+# page), and kept in links so a shared URL means the same rows. Not for stats, which need a window.
+ALL_TIME = "all"
 MAX_TEXT = 500  # longest accepted filter string: enough for any model name, tag or phrase
 _STATUS = re.compile(r"^(ok|error|[1-5]\d\d)$")
 
@@ -92,8 +95,9 @@ def _when(qp: Any, name: str, errors: dict[str, str]) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def parse_filters(qp: Any, *, default_range: str = "") -> TraceFilters:
-    """TraceFilters from a QueryDict-like mapping; raises FilterError naming every bad field."""
+def parse_filters(qp: Any, *, default_range: str = "", all_time: bool = False) -> TraceFilters:
+    """TraceFilters from a QueryDict-like mapping; raises FilterError naming every bad field.
+    all_time: whether `range=all` (no time bound) is accepted."""
     errors: dict[str, str] = {}
     f = TraceFilters(
         model=_text(qp, "model", errors),
@@ -117,9 +121,12 @@ def parse_filters(qp: Any, *, default_range: str = "") -> TraceFilters:
         key, _, value = _text(qp, "metadata", errors).partition("=")
         f.metadata_key, f.metadata_value = key.strip(), value.strip()
     f.period = _text(qp, "range", errors) or ("" if qp.get("since") or qp.get("until") else default_range)
-    if f.period and f.period != "custom":
+    if f.period == ALL_TIME and all_time:
+        pass  # no since/until: every trace
+    elif f.period and f.period != "custom":
         if f.period not in RANGES:
-            errors["range"] = f"Use one of {', '.join(RANGES)} or custom."
+            names = [*RANGES, ALL_TIME] if all_time else list(RANGES)
+            errors["range"] = f"Use one of {', '.join(names)} or custom."
         else:
             f.since = datetime.now(UTC) - RANGES[f.period]
     else:

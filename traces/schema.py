@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 
 from .export import FORMATS
-from .filters import RANGES
+from .filters import ALL_TIME, RANGES
 from .stats import BUCKETS
 
 
@@ -18,8 +18,14 @@ def _param(name: str, kind: object, description: str, **kw: object) -> OpenApiPa
     return OpenApiParameter(name, kind, OpenApiParameter.QUERY, description=description, **kw)  # type: ignore[arg-type]
 
 
-FILTERS = [
-    _param("range", str, "A named window ending now; overrides since/until.", enum=[*RANGES, "custom"]),
+_RANGE = _param("range", str, "A named window ending now; overrides since/until.", enum=[*RANGES, "custom"])
+_RANGE_ALL = _param(
+    "range",
+    str,
+    "A named window ending now, or all (no time bound); overrides since/until.",
+    enum=[*RANGES, ALL_TIME, "custom"],
+)
+_FIELDS = [
     _param("since", OpenApiTypes.DATETIME, "Start (inclusive), ISO 8601."),
     _param("until", OpenApiTypes.DATETIME, "End (exclusive), ISO 8601."),
     _param("model", str, "Model asked for or that answered, e.g. openai/gpt-4o-mini."),
@@ -35,13 +41,15 @@ FILTERS = [
     _param("q", str, "Case-insensitive text in the prompt or the response."),
     _param("project", str, "Project slug (session auth only; a key is bound to its project)."),
 ]
+FILTERS = [_RANGE, *_FIELDS]
+LIST_FILTERS = [_RANGE_ALL, *_FIELDS]  # the list and export also take range=all
 LIST_PARAMS = [
-    *FILTERS,
+    *LIST_FILTERS,
     _param("limit", int, "Page size, 1-500 (default 50)."),
     _param("cursor", str, "next_cursor from the previous page."),
 ]
 TIMESERIES_PARAMS = [*FILTERS, _param("bucket", str, "Point width; default picked from the range.", enum=list(BUCKETS))]
-EXPORT_PARAMS = [*FILTERS, _param("format", str, "jsonl (default), csv, parquet or openai.", enum=list(FORMATS))]
+EXPORT_PARAMS = [*LIST_FILTERS, _param("format", str, "jsonl (default), csv, parquet or openai.", enum=list(FORMATS))]
 
 _MEASURES: dict[str, Any] = {
     "requests": serializers.IntegerField(),

@@ -1,34 +1,41 @@
 """Aggregates over a project's traces for the overview and `/api/stats/*`: from the hourly rollup
 when the filters allow it (it never scans raw traces), else from the traces table with the same SQL
-shape, so both answer in one format."""
+shape and the same latency/TTFT histograms (traces/histogram.py), so both answer in one format and
+agree on the quantiles."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentracy_site import clickhouse
 
+from . import histogram
 from .ch_sql import QUANTILES, ROLLUP_TABLE, TRACES_TABLE
 from .filters import TraceFilters, where
 
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 MAX_POINTS = 2000  # a chart has no use for more; also bounds the work a bad request can ask for
-_Q = ", ".join(str(q) for q in QUANTILES)
+_SUMS = ("requests", "errors", "unpriced", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd")
 
 # The same measures over the two sources. The model a row counts under is the one that answered
-# (else the one asked for), as in the rollup.
-_ROLLUP_MEASURES = f"""sum(requests) AS requests, sum(errors) AS errors, sum(cost_usd) AS cost_usd,
+# (else the one asked for), as in the rollup. Latency and TTFT come back as bucket counts with their
+# min and max; quantiles are read from them in Python (_clean), the same way for both sources.
+_ROLLUP_MEASURES = """sum(requests) AS requests, sum(errors) AS errors, sum(cost_usd) AS cost_usd,
     sum(unpriced) AS unpriced, sum(prompt_tokens) AS prompt_tokens,
     sum(completion_tokens) AS completion_tokens, sum(cached_tokens) AS cached_tokens,
-    quantilesTDigestMerge({_Q})(latency) AS latency, quantilesTDigestIfMerge({_Q})(ttft) AS ttft"""
+    sumMap(latency_hist) AS latency_hist, min(latency_min) AS latency_min, max(latency_max) AS latency_max,
+    sumMap(ttft_hist) AS ttft_hist, min(ttft_min) AS ttft_min, max(ttft_max) AS ttft_max"""
 _RAW_MEASURES = f"""count() AS requests, countIf(status != 200) AS errors,
     sum(ifNull(cost_total_usd, 0)) AS cost_usd, countIf(status = 200 AND cost_total_usd IS NULL) AS unpriced,
     sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
-    sum(cached_tokens) AS cached_tokens, quantilesTDigest({_Q})(latency_ms) AS latency,
-    quantilesTDigestIf({_Q})(ifNull(ttft_ms, 0), ttft_ms IS NOT NULL) AS ttft"""
+    sum(cached_tokens) AS cached_tokens,
+    {histogram.hist_sql("latency_ms")} AS latency_hist, min(latency_ms) AS latency_min, max(latency_ms) AS latency_max,
+    {histogram.hist_sql("assumeNotNull(ttft_ms)", "ttft_ms IS NOT NULL")} AS ttft_hist,
+    min(ttft_ms) AS ttft_min, max(ttft_ms) AS ttft_max"""
 _RAW_MODEL = "if(resolved_model != '', resolved_model, requested_model)"
+_MODEL_ORDER = "requests DESC, model_name, provider"  # most requested first; ties in a stable order
 
 
 def pick_bucket(since: datetime, until: datetime) -> str:
@@ -62,45 +69,80 @@ def _source(project_id: int, f: TraceFilters, bucket: str) -> tuple[str, str, st
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    """Quantile arrays as p50/p95/p99 (None when no value: t-digest answers NaN on no input)."""
+    """Histograms as p50/p95/p99 (None when there is no value), plus the error rate."""
     for name in ("latency", "ttft"):
-        values = row.pop(name) or [math.nan] * len(QUANTILES)
-        for q, v in zip(QUANTILES, values, strict=True):
-            row[f"{name}_p{round(q * 100)}_ms"] = None if math.isnan(v) or (name == "ttft" and not v) else round(v, 2)
+        hist, lo, hi = row.pop(f"{name}_hist"), row.pop(f"{name}_min"), row.pop(f"{name}_max")
+        for q, v in zip(QUANTILES, histogram.quantiles(hist, lo, hi, QUANTILES), strict=True):
+            row[f"{name}_p{round(q * 100)}_ms"] = None if v is None else round(v, 2)
     row["error_rate"] = round(row["errors"] / row["requests"], 4) if row["requests"] else 0.0
     row["cost_usd"] = round(row["cost_usd"], 6)
     return row
 
 
+def _combine(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Rows of measures added up (sums, merged histograms, min of mins, max of maxes): the totals
+    of by_model come from its per-model rows, not from a second query."""
+    rows = list(rows)
+    out: dict[str, Any] = {name: sum((r[name] for r in rows), 0.0 if name == "cost_usd" else 0) for name in _SUMS}
+    for name in ("latency", "ttft"):
+        out[f"{name}_hist"] = histogram.merge(r[f"{name}_hist"] for r in rows)
+        lows = [r[f"{name}_min"] for r in rows if r[f"{name}_min"] is not None]
+        highs = [r[f"{name}_max"] for r in rows if r[f"{name}_max"] is not None]
+        out[f"{name}_min"], out[f"{name}_max"] = min(lows, default=None), max(highs, default=None)
+    return out
+
+
 def _empty() -> dict[str, Any]:
-    zero: dict[str, Any] = dict.fromkeys(
-        ("requests", "errors", "unpriced", "prompt_tokens", "completion_tokens", "cached_tokens"), 0
-    )
-    return _clean({**zero, "cost_usd": 0.0, "latency": None, "ttft": None})
+    return _clean(_combine([]))
 
 
-def timeseries(*, project_id: int, filters: TraceFilters, bucket: str = "") -> dict[str, Any]:
-    """Points per bucket over the window, empty buckets included (charts need the gaps)."""
+def _span(filters: TraceFilters, bucket: str) -> tuple[str, datetime, datetime]:
+    """(bucket, since, until) of a time series; ValueError when it would have too many points."""
     since, until = _window(filters)
     bucket = bucket or pick_bucket(since, until)
-    step = BUCKETS[bucket]
-    if (until - since) / step > MAX_POINTS:
+    if (until - since) / BUCKETS[bucket] > MAX_POINTS:
         raise ValueError(f"{bucket} buckets over this range give more than {MAX_POINTS} points; use a larger bucket.")
-    table, column, sql_where, params, rollup = _source(project_id, filters, bucket)
-    measures = _ROLLUP_MEASURES if rollup else _RAW_MEASURES
-    sql = (
-        f"SELECT toStartOfInterval({column}, INTERVAL 1 {bucket.upper()}, 'UTC') AS t, {measures} "  # noqa: S608
-        f"FROM {table} WHERE {sql_where} GROUP BY t ORDER BY t"
-    )
-    cols, rows = clickhouse.query(sql, params)
-    found = {r[0].replace(tzinfo=UTC): _clean(dict(zip(cols[1:], r[1:], strict=True))) for r in rows}
+    return bucket, since, until
+
+
+def _series(
+    found: dict[datetime, dict[str, Any]], bucket: str, since: datetime, until: datetime, table: str
+) -> dict[str, Any]:
+    """Points from rows of measures by bucket start, empty buckets included (charts need the gaps)."""
     start = _floor(since, bucket)
     points = []
     t = start
     while t < until:
-        points.append({"t": t.isoformat(), **found.get(t, _empty())})
-        t += step
+        row = found.get(t)
+        points.append({"t": t.isoformat(), **(_clean(row) if row else _empty())})
+        t += BUCKETS[bucket]
     return {"bucket": bucket, "since": start.isoformat(), "until": until.isoformat(), "source": table, "points": points}
+
+
+def _models(found: list[dict[str, Any]], filters: TraceFilters, table: str) -> dict[str, Any]:
+    """Per-model rows (measures, in order) and their totals, added up from the same rows."""
+    totals = _clean(_combine(found))
+    models = [{"model": r.pop("model_name"), "provider": r.pop("provider"), **_clean(r)} for r in found]
+    since, until = _window(filters)
+    return {"since": since.isoformat(), "until": until.isoformat(), "source": table, "models": models, "totals": totals}
+
+
+def _time_sql(column: str, bucket: str) -> str:
+    return f"toStartOfInterval({column}, INTERVAL 1 {bucket.upper()}, 'UTC')"
+
+
+def timeseries(*, project_id: int, filters: TraceFilters, bucket: str = "") -> dict[str, Any]:
+    """Points per bucket over the window, empty buckets included (charts need the gaps)."""
+    bucket, since, until = _span(filters, bucket)
+    table, column, sql_where, params, rollup = _source(project_id, filters, bucket)
+    measures = _ROLLUP_MEASURES if rollup else _RAW_MEASURES
+    sql = (
+        f"SELECT {_time_sql(column, bucket)} AS t, {measures} "  # noqa: S608
+        f"FROM {table} WHERE {sql_where} GROUP BY t ORDER BY t"
+    )
+    cols, rows = clickhouse.query(sql, params)
+    found = {r[0].replace(tzinfo=UTC): dict(zip(cols[1:], r[1:], strict=True)) for r in rows}
+    return _series(found, bucket, since, until, table)
 
 
 def _floor(when: datetime, bucket: str) -> datetime:
@@ -113,18 +155,48 @@ def _floor(when: datetime, bucket: str) -> datetime:
 
 
 def by_model(*, project_id: int, filters: TraceFilters) -> dict[str, Any]:
-    """One row per model (and provider) over the window, most requested first, plus the totals."""
+    """One row per model (and provider) over the window, most requested first, plus the totals
+    (added up from the same rows: one query)."""
     table, _column, sql_where, params, rollup = _source(project_id, filters, "hour")
     model = "model" if rollup else _RAW_MODEL
     measures = _ROLLUP_MEASURES if rollup else _RAW_MEASURES
     sql = (
         f"SELECT {model} AS model_name, provider, {measures} FROM {table} WHERE {sql_where} "  # noqa: S608
-        "GROUP BY model_name, provider ORDER BY requests DESC, model_name"
+        f"GROUP BY model_name, provider ORDER BY {_MODEL_ORDER}"
     )
     cols, rows = clickhouse.query(sql, params)
-    models = [{"model": r[0], "provider": r[1], **_clean(dict(zip(cols[2:], r[2:], strict=True)))} for r in rows]
-    totals_sql = f"SELECT {measures} FROM {table} WHERE {sql_where}"  # noqa: S608
-    tcols, trows = clickhouse.query(totals_sql, params)
-    totals = _clean(dict(zip(tcols, trows[0], strict=True))) if trows else _empty()
-    since, until = _window(filters)
-    return {"since": since.isoformat(), "until": until.isoformat(), "source": table, "models": models, "totals": totals}
+    return _models([dict(zip(cols, r, strict=True)) for r in rows], filters, table)
+
+
+def overview(*, project_id: int, filters: TraceFilters, bucket: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """by_model and timeseries of the same window, as they answer, from one query (the overview
+    page): the rows are merged once per (model, provider, bucket), then both groupings are taken
+    from those few rows, so the histograms of a month of rollup rows are summed once, not twice."""
+    bucket, since, until = _span(filters, bucket)
+    table, column, sql_where, params, rollup = _source(project_id, filters, bucket)
+    if not rollup and filters.rollup_ok():  # minute points: raw rows, while by_model reads the rollup
+        return by_model(project_id=project_id, filters=filters), timeseries(
+            project_id=project_id, filters=filters, bucket=bucket
+        )
+    model = "model" if rollup else _RAW_MODEL
+    measures = _ROLLUP_MEASURES if rollup else _RAW_MEASURES
+    # The inner rows have the rollup's column names, so the outer query re-adds them as the rollup's.
+    sql = (
+        f"SELECT grouping(model_name, provider) = 0 AS per_model, model_name, provider, t, {_ROLLUP_MEASURES} "  # noqa: S608
+        f"FROM (SELECT {model} AS model_name, provider, {_time_sql(column, bucket)} AS t, {measures} "
+        f"FROM {table} WHERE {sql_where} GROUP BY model_name, provider, t) "
+        f"GROUP BY GROUPING SETS ((model_name, provider), (t)) ORDER BY per_model, t, {_MODEL_ORDER}"
+    )
+    cols, rows = clickhouse.query(sql, params)
+    per_model: list[dict[str, Any]] = []
+    points: dict[datetime, dict[str, Any]] = {}
+    for r in rows:
+        row = dict(zip(cols, r, strict=True))
+        if row.pop("per_model"):
+            del row["t"]
+            per_model.append(row)
+        else:
+            t = row.pop("t")
+            del row["model_name"], row["provider"]
+            points[t.replace(tzinfo=UTC)] = row
+    return _models(per_model, filters, table), _series(points, bucket, since, until, table)

@@ -123,6 +123,30 @@ def test_filters_in_the_url_filter_the_table(people: dict[str, Any], traffic: di
     assert 'name="provider" value="anthropic"' in html and 'name="q" value="zebrac"' in html
 
 
+def test_the_traces_page_defaults_to_the_last_7_days_and_all_time_is_a_link(
+    people: dict[str, Any], traffic: dict[str, str]
+) -> None:
+    old = {"trace_id": str(uuid.uuid4()), "project_id": people["project"].id, "timestamp": time.time() - 8 * 86400}
+    get_writer().submit({**old, "requested_model": "gpt-4o-mini", "provider": "openai", "latency_ms": 5.0})
+    get_writer().flush()
+    b = browser(people["member"])
+    page = b.get("/projects/acme/traces").content.decode()
+    assert '<option value="7d" selected>' in page and old["trace_id"] not in rows(page)
+    assert set(rows(page)) == set(traffic.values())
+    everything = b.get("/projects/acme/traces", {"range": "all", "limit": "3"}).content.decode()
+    assert '<option value="all" selected>Any time</option>' in everything
+    older = re.search(r'<a class="button" href="([^"]+)" hx-get=', everything)
+    assert older and "range=all" in older.group(1)  # the Older and export links keep it
+    assert "/api/traces/export?range=all&amp;project=acme" in everything
+    assert old["trace_id"] in rows(b.get("/projects/acme/traces", {"range": "all"}).content.decode())
+    # since without a range is a custom window, and the form says so (resubmitting keeps it).
+    since = b.get("/projects/acme/traces", {"since": "2000-01-01T00:00"}).content.decode()
+    assert '<option value="custom" selected>' in since and old["trace_id"] in rows(since)
+    # The API keeps all time as its default and takes range=all; stats refuse it (they need a window).
+    assert b.get("/api/traces", {"project": "acme", "range": "all"}).status_code == 200
+    assert b.get("/api/stats/models", {"project": "acme", "range": "all"}).status_code == 400
+
+
 def test_a_bad_filter_is_a_400_naming_the_field(people: dict[str, Any], traffic: dict[str, str]) -> None:
     resp = browser(people["member"]).get("/projects/acme/traces", {"min_cost": "lots", "status": "fine", "model": "x"})
     html = resp.content.decode()
