@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
 
 from gateway import limits
 from gateway.models import ModelPrice, Project
@@ -126,9 +128,15 @@ def test_batch_pricing_equals_pricing_each_trace(people: dict[str, Any]) -> None
 def test_spend_is_summed_per_project_and_day_and_ingest_is_left_out() -> None:
     day1 = datetime(2026, 3, 31, 23, 59, tzinfo=UTC).timestamp()
     day2 = datetime(2026, 4, 1, 0, 1, tzinfo=UTC).timestamp()
+    names = ("5:2026-03-31", "5:2026-04-01", "5:2026-03", "5:2026-04", "6:2026-04-01")
     limits.reset()
-    for name in ("5:2026-03-31", "5:2026-04-01", "5:2026-03", "5:2026-04", "6:2026-04-01"):
-        limits._spend[name] = 0.0  # periods seeded, as the first budget check does
+    # Periods seeded, as the first budget check does: in memory (embedded) or in Redis (distributed).
+    redis_client = redis.Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
+    for name in names:
+        if redis_client is not None:
+            redis_client.set(f"ot:spend:{name}", 0.0)
+        else:
+            limits._spend[name] = 0.0
     records: list[dict[str, Any]] = [
         {"project_id": 5, "timestamp": day1, "cost_total_usd": 0.25},
         {"project_id": 5, "timestamp": day1 - 3600, "cost_total_usd": 0.5},
@@ -138,7 +146,12 @@ def test_spend_is_summed_per_project_and_day_and_ingest_is_left_out() -> None:
         {"project_id": 6, "timestamp": day2, "cost_total_usd": None},
     ]
     _account(records)
-    assert {k: v for k, v in limits._spend.items() if k[:2] in ("5:", "6:")} == {
+    if redis_client is not None:
+        spent = {name: float(redis_client.get(f"ot:spend:{name}") or 0) for name in names}
+        redis_client.close()
+    else:
+        spent = {k: v for k, v in limits._spend.items() if k[:2] in ("5:", "6:")}
+    assert spent == {
         "5:2026-03-31": 0.75,
         "5:2026-03": 0.75,
         "5:2026-04-01": 1.0,
