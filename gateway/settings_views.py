@@ -19,7 +19,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -29,7 +29,7 @@ from django_htmx.middleware import HtmxDetails
 from traces import key_usage
 from traces import services as trace_services
 
-from . import selectors, services
+from . import selectors, services, views
 from .models import Membership
 from .settings_forms import AliasForm, AliasRollbackForm, ApiKeyCreateForm, MemberAddForm, RetentionForm
 
@@ -38,18 +38,8 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-def _membership(request: HttpRequest, slug: str) -> Membership:
-    membership = selectors.membership_for(user=request.user, slug=slug)
-    if membership is None:
-        raise Http404("No such project.")
-    return membership
-
-
 def _owner(request: HttpRequest, slug: str) -> Membership:
-    membership = _membership(request, slug)
-    if membership.role != Membership.Role.OWNER:
-        raise PermissionDenied("Only the project's owners can change its settings.")
-    return membership
+    return views.owner_of(request, slug, "its settings")
 
 
 def _actor(request: HttpRequest) -> str:
@@ -138,7 +128,7 @@ def _form_error(form: Form, exc: ValidationError) -> None:
 @login_required
 @require_GET
 def settings_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    membership = _membership(request, slug)
+    membership = views.member_of(request, slug)
     context = _base(request, membership)
     for build in SECTIONS.values():
         context.update(build(membership))

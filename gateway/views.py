@@ -36,17 +36,17 @@ def home(request: HttpRequest) -> HttpResponse:
 # ---------------------------------------------------------------- access
 
 
-def _membership(request: HttpRequest, slug: str) -> Membership:
+def member_of(request: HttpRequest, slug: str) -> Membership:
     membership = selectors.membership_for(user=request.user, slug=slug)
     if membership is None:
         raise Http404("No such project.")
     return membership
 
 
-def _owner(request: HttpRequest, slug: str) -> Membership:
-    membership = _membership(request, slug)
+def owner_of(request: HttpRequest, slug: str, what: str = "its provider credentials") -> Membership:
+    membership = member_of(request, slug)
     if membership.role != Membership.Role.OWNER:
-        raise PermissionDenied("Only the project's owners can change its provider credentials.")
+        raise PermissionDenied(f"Only the project's owners can change {what}.")
     return membership
 
 
@@ -93,8 +93,8 @@ def _page(
 def providers(request: HttpRequest, slug: str) -> HttpResponse:
     """The project's credentials; POST adds one (owners)."""
     if request.method != "POST":
-        return _page(request, _membership(request, slug))
-    membership = _owner(request, slug)
+        return _page(request, member_of(request, slug))
+    membership = owner_of(request, slug)
     project = membership.project
     form = ProviderCredentialForm(request.POST, project=project)
     if not form.is_valid():
@@ -117,7 +117,7 @@ def providers(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def credential_edit(request: HtmxHttpRequest, slug: str, pk: int) -> HttpResponse:
     """The edit form (a fragment for htmx); POST saves it (owners). An empty key keeps the stored one."""
-    membership = _owner(request, slug)
+    membership = owner_of(request, slug)
     project = membership.project
     cred = _credential(project, pk)
     if request.method != "POST":
@@ -146,7 +146,7 @@ def credential_edit(request: HtmxHttpRequest, slug: str, pk: int) -> HttpRespons
 @login_required
 @require_POST
 def credential_delete(request: HtmxHttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _owner(request, slug).project
+    project = owner_of(request, slug).project
     cred = _credential(project, pk)
     name = f"{cred.provider}:{cred.label}"
     services.credential_delete(credential=cred)
@@ -160,7 +160,7 @@ def credential_delete(request: HtmxHttpRequest, slug: str, pk: int) -> HttpRespo
 @require_POST
 def credential_test(request: HtmxHttpRequest, slug: str, pk: int) -> HttpResponse:
     """One real, read-only call to the provider with the stored credential (members and owners)."""
-    membership = _membership(request, slug)
+    membership = member_of(request, slug)
     cred = _credential(membership.project, pk)
     result = services.credential_test(credential=cred)
     if request.htmx:
@@ -172,6 +172,6 @@ def credential_test(request: HtmxHttpRequest, slug: str, pk: int) -> HttpRespons
 @require_GET
 def cooldowns(request: HttpRequest, slug: str) -> HttpResponse:
     """The cooldowns fragment, polled by the providers page."""
-    project = _membership(request, slug).project
+    project = member_of(request, slug).project
     context = {"project": project, "cooldowns": selectors.target_cooldowns(project=project)}
     return render(request, "gateway/_cooldowns.html", context)
