@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
 from gateway.models import Project
-from gateway.selectors import membership_for
+from gateway.views import member_of
 
 from . import dashboard
 from .filters import RANGES, FilterError, TraceFilters, parse_filters
@@ -35,10 +35,7 @@ class HtmxHttpRequest(HttpRequest):
 
 
 def _project(request: HttpRequest, slug: str) -> Project:
-    membership = membership_for(user=request.user, slug=slug)
-    if membership is None:
-        raise Http404("No such project.")
-    return membership.project
+    return member_of(request, slug).project
 
 
 def _form(
