@@ -4,6 +4,7 @@ and the m0004 rebuild safe to rerun."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,10 +32,13 @@ def _latencies(n: int, seed: int) -> list[float]:
     return [*values, 0.4, 1.0, 720_000.0]
 
 
+_PIDS = itertools.count(910_001, 10)  # a new project per test: chDB outlives the test database
+
+
 @pytest.fixture
 def traffic() -> dict[str, Any]:
     """A project with ~400 traces over 6 hours on two models; a third of them streamed (TTFT)."""
-    pid = 910001 + uuid.uuid4().int % 1000 * 10
+    pid = next(_PIDS)
     latencies = _latencies(400, seed=pid)
     rng = random.Random(pid)
     records = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,9 @@ from traces.writer import get_writer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+# A new project per test (chDB outlives the test database); a random pick collided with an earlier
+# test's project often enough to fail CI, so ids are counted, 10 apart (tests use pid + 1 as outsider).
+_PIDS = itertools.count(900_001, 10)
 
 
 def _record(project_id: int, hours_ago: float, **fields: Any) -> dict[str, Any]:
@@ -45,7 +49,7 @@ def _record(project_id: int, hours_ago: float, **fields: Any) -> dict[str, Any]:
 def seeded() -> dict[str, Any]:
     """Project 900001 (ids far from the fixtures'): 3 hours of traffic on two models, one error,
     streamed calls with a TTFT; project 900002 has one trace that must never show up."""
-    pid = 900001 + uuid.uuid4().int % 1000 * 10  # unique per test: chDB outlives the test database
+    pid = next(_PIDS)
     records = [
         _record(pid, 2, latency_ms=100.0),
         _record(pid, 2, latency_ms=300.0, stream=True, ttft_ms=40.0),
