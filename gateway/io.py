@@ -11,6 +11,7 @@ from .errors import too_large, unauthorized
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Headers = list[tuple[bytes, bytes]]
+INTERNAL_SCOPE_KEY = "opentracy.internal_key"
 
 JSON = (b"content-type", b"application/json")
 SSE_HEADERS: Headers = [
@@ -28,7 +29,12 @@ def header(scope: dict[str, Any], name: bytes) -> str:
 
 
 async def authenticate(scope: dict[str, Any]) -> cache.KeyInfo:
-    """The key from `Authorization: Bearer ...`, or `x-api-key` (what Anthropic's SDK sends)."""
+    """The key from `Authorization: Bearer ...`, or `x-api-key` (what Anthropic's SDK sends).
+    The engine's own in-process calls (gateway/internal.py) carry theirs in the scope, a key no
+    server ever puts there."""
+    internal = scope.get(INTERNAL_SCOPE_KEY)
+    if isinstance(internal, cache.KeyInfo):
+        return internal
     scheme, _, token = header(scope, b"authorization").partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else header(scope, b"x-api-key").strip()
     if not token:

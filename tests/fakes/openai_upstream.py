@@ -21,6 +21,9 @@ The requested model name picks the behaviour:
 - "stall" (streaming): two content chunks, then silence (the gateway's read timeout must fire).
 - Azure: POST /openai/deployments/<deployment>/chat/completions?api-version=... with an `api-key`
   header answers like the default (the deployment name plays the model).
+- "scripted...": the next text queued in `scripts[model]` (the last one repeats once the queue is
+  down to it); a callable there is called with the request body and returns the text. Namer and
+  judge tests script what the "LLM" answers, garbage included.
 - POST /v1/embeddings: deterministic 8-dimensional vectors; "error-500" in the model fails.
 - GET /v1/models: OpenAI's model list when the Bearer key is `api_key` (conftest's FAKE_OPENAI_KEY),
   else 401 with OpenAI's invalid_api_key body (the key masked, as OpenAI does).
@@ -100,6 +103,12 @@ class FakeOpenAI(LoopbackServer):
     def __init__(self) -> None:
         super().__init__()
         self.calls: dict[tuple[str, str], int] = {}
+        self.scripts: dict[str, list[Any]] = {}
+
+    def _scripted(self, model: str, body: dict[str, Any]) -> str:
+        queue = self.scripts.get(model) or ["(nothing scripted)"]
+        reply = queue.pop(0) if len(queue) > 1 else queue[0]
+        return str(reply(body) if callable(reply) else reply)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -230,6 +239,8 @@ class FakeOpenAI(LoopbackServer):
         if "garbage" in model:
             return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
         message, finish = _answer(model, body)
+        if model.startswith("scripted"):
+            message = {"role": "assistant", "content": self._scripted(model, body)}
         usage = _usage(model, body, message)
         if body.get("stream"):
             return await self._stream(request, body, message, finish, usage)
