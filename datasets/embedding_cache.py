@@ -1,0 +1,110 @@
+"""Prompt embeddings cached in ClickHouse (`prompt_embeddings`), keyed by the model's name and a hash
+of the exact text embedded: a prompt is embedded once, whatever the project, run or re-run.
+
+Lookups are batched (one query per LOOKUP_CHUNK distinct hashes, hashes bound as hex strings), only
+the missing texts go to MiniLM, and their vectors are inserted before the caller moves on, so a
+cancelled or failed run still leaves what it embedded for the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from opentracy_site import clickhouse
+
+from .ch_sql import EMBEDDING_COLUMNS, EMBEDDINGS_TABLE
+
+MODEL = "all-minilm-l6-v2"  # gateway.providers.local_embed.EMBED_MODEL, the model clustering.embed loads
+DIMENSIONS = 384
+LOOKUP_CHUNK = 20_000  # hashes per IN list: ~0.7 MB of parameters, one round trip per 20k prompts
+EMBED_BATCH = 256  # texts per MiniLM call; progress and cancel are checked between batches
+MODEL_MAX_TOKENS = 256  # MiniLM's max_seq_length: longer prompts are read from their start only
+
+
+def content_hash(text: str) -> bytes:
+    """First 16 bytes of blake2b of the exact embedded text (UTF-8)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+@dataclass(frozen=True)
+class CachedEmbeddings:
+    vectors: np.ndarray  # (n, 384) float32, unit length, in the order of the texts given
+    new: int  # distinct texts embedded now (0 when every one was cached)
+    cached: int  # distinct texts found in the cache
+    truncated: set[str]  # the texts the model read only the start of (over MODEL_MAX_TOKENS word pieces)
+
+
+def lookup(hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+    """The cached vectors among `hashes` (distinct), in one query per LOOKUP_CHUNK."""
+    found: dict[bytes, np.ndarray] = {}
+    for start in range(0, len(hashes), LOOKUP_CHUNK):
+        chunk = [h.hex() for h in hashes[start : start + LOOKUP_CHUNK]]
+        _cols, rows = clickhouse.query(
+            f"SELECT hex(content_hash), any(vector) FROM {EMBEDDINGS_TABLE}"  # noqa: S608
+            " WHERE model = {model:String} AND content_hash IN (SELECT unhex(arrayJoin({hashes:Array(String)})))"
+            " GROUP BY content_hash",
+            {"model": MODEL, "hashes": chunk},
+        )
+        for hex_hash, vector in rows:
+            found[bytes.fromhex(hex_hash)] = np.asarray(vector, dtype=np.float32)
+    return found
+
+
+def store(hashes: Sequence[bytes], vectors: np.ndarray) -> None:
+    if len(hashes):
+        rows = [(MODEL, h, v.tolist()) for h, v in zip(hashes, vectors, strict=True)]
+        clickhouse.insert(EMBEDDINGS_TABLE, rows, EMBEDDING_COLUMNS)
+
+
+def truncated_by_model(texts: Sequence[str]) -> set[str]:
+    """The texts over MiniLM's word-piece limit. A word piece covers at least one character, so only
+    texts over MODEL_MAX_TOKENS characters are tokenised (whether cached or not: the count does not
+    depend on what an earlier run embedded)."""
+    long = list({t for t in texts if len(t) > MODEL_MAX_TOKENS})
+    if not long:
+        return set()
+    from gateway.providers.local_embed import load
+
+    ids = load().tokenizer(long, truncation=False, verbose=False)["input_ids"]
+    return {t for t, i in zip(long, ids, strict=True) if len(i) - 2 > MODEL_MAX_TOKENS}  # less [CLS], [SEP]
+
+
+def embeddings_for(
+    texts: Sequence[str],
+    *,
+    on_progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CachedEmbeddings:
+    """Vectors for `texts` from the cache, embedding (and caching) only the missing ones.
+    on_progress(fraction) is called after each batch; should_stop() is checked before each and,
+    when true, raises Stopped (what was embedded so far stays cached)."""
+    from . import clustering
+
+    hashes = [content_hash(t) for t in texts]
+    distinct = list(dict.fromkeys(hashes))
+    found = lookup(distinct)
+    missing = [h for h in distinct if h not in found]
+    text_of = dict(zip(hashes, texts, strict=True))
+    for start in range(0, len(missing), EMBED_BATCH):
+        if should_stop and should_stop():
+            raise Stopped()
+        batch = missing[start : start + EMBED_BATCH]
+        vectors = clustering.embed([text_of[h] for h in batch]).vectors
+        store(batch, vectors)
+        found.update(zip(batch, vectors, strict=True))
+        if on_progress:
+            on_progress(min(1.0, (start + len(batch)) / len(missing)))
+    out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        out[i] = found[h]
+    return CachedEmbeddings(
+        out, new=len(missing), cached=len(distinct) - len(missing), truncated=truncated_by_model(texts)
+    )
+
+
+class Stopped(Exception):
+    """should_stop() said so between two batches."""
