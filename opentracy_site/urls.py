@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway import settings_views
@@ -61,4 +61,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/traces/<uuid:trace_id>", TraceDetailApi.as_view()),
+    # Datasets: clustering pages and API (datasets/cluster_urls.py).
+    path("", include("datasets.cluster_urls")),
+    # Datasets: curation pages and API (datasets/dataset_urls.py).
+    path("", include("datasets.dataset_urls")),
 ]

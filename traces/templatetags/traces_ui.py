@@ -20,6 +20,10 @@ _KINDS = {
     "credentials": "credentials",
     "credential_edit": "credentials",
     "project_settings": "project_settings",
+    "clusters": "clusters",
+    "cluster_detail": "clusters",  # a cluster belongs to one project: the other's clusters
+    "datasets_list": "datasets_list",
+    "dataset_detail": "datasets_list",  # a dataset belongs to one project: the other's list
 }
 
 
@@ -87,6 +91,8 @@ def project_nav(context: template.Context) -> dict[str, Any]:
         "nav": [
             ("Overview", reverse("traces_overview", args=[here.slug]), kind == "traces_overview" and bool(current)),
             ("Traces", reverse("traces_list", args=[here.slug]), kind == "traces_list" and bool(current)),
+            ("Clusters", reverse("clusters", args=[here.slug]), kind == "clusters" and bool(current)),
+            ("Datasets", reverse("datasets_list", args=[here.slug]), kind == "datasets_list" and bool(current)),
             ("Providers", reverse("credentials", args=[here.slug]), kind == "credentials" and bool(current)),
             ("Settings", reverse("project_settings", args=[here.slug]), kind == "project_settings" and bool(current)),
         ]
