@@ -402,6 +402,11 @@ def row_edit_response(*, row: DatasetRow, text: str, user: Any = None, revision:
     return _change(row=row, field="edited_response", value=value, user=user, revision=revision)
 
 
+def row_set_reference(*, row: DatasetRow, text: str, user: Any = None, revision: int | None = None) -> DatasetRow:
+    """The expected answer the exact-match check compares against."""
+    return _change(row=row, field="reference", value=text, user=user, revision=revision)
+
+
 def rows_bulk_status(*, version: DatasetVersion, filter: RowFilter, status: str, user: Any = None) -> int:
     """Set the status of every row matching the filter ("keep all from model X", "drop all
     flagged by the judge"); returns how many rows changed, each with its audit record."""
