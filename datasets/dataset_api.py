@@ -277,7 +277,7 @@ class RowListApi(APIView):
 
 
 class RowPatchSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=DatasetRow.Status.values, required=False)
+    status = serializers.ChoiceField(choices=DatasetRow.Status.choices, required=False)
     edited_response = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     revision = serializers.IntegerField(min_value=0, required=False)
 
@@ -319,7 +319,7 @@ class RowDetailApi(APIView):
 
 
 class BulkSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=DatasetRow.Status.values)
+    status = serializers.ChoiceField(choices=DatasetRow.Status.choices)
     filter = serializers.DictField(required=False, default=dict)
 
 

@@ -154,6 +154,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several components have a `status` field with different choices: name the dataset rows' one.
+    "ENUM_NAME_OVERRIDES": {"RowStatusEnum": "datasets.models.DatasetRow.Status"},
 }
 
 # Gateway
