@@ -314,3 +314,22 @@ def test_merge_then_split(people: dict[str, Any]) -> None:
     cluster_store.assignments_add(project_id=project.id, run_id=run.pk, rows=moved, source="split")
     with pytest.raises(ValidationError, match="This cluster has 12 members; splitting needs at least 20"):
         cluster_split(cluster=small)
+
+
+def test_the_cluster_traces_command_runs_a_clustering(people: dict[str, Any]) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    write_banking(people["project"].id, banking(per_intent=20))
+    out = StringIO()
+    call_command("cluster_traces", project="acme", since="24h", namer="", stdout=out)
+    run = ClusteringRun.objects.get()
+    if not run.finished:  # a worker in this test session took the task first
+        run = finish(run)
+    assert run.status == ClusteringRun.Status.DONE and run.filters == {"range": "24h"}
+    assert f"Clustering run {run.pk} queued" in out.getvalue()
+    with pytest.raises(CommandError, match="No project"):
+        call_command("cluster_traces", project="nope")
+    with pytest.raises(CommandError, match="since: Use an ISO 8601"):
+        call_command("cluster_traces", project="acme", since="last tuesday")
