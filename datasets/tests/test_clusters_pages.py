@@ -48,6 +48,8 @@ def test_a_member_starts_a_run_follows_it_and_curates_the_clusters(people: dict[
     clusters = list(Cluster.objects.filter(run=run))
     for c in clusters:
         assert f'id="cluster-{c.pk}"' in page and c.keywords[0] in page
+    assert 'action="/projects/acme/datasets/create"' in page  # picked clusters become a dataset
+    assert page.count('name="clusters"') == len(clusters)
     a, b = clusters[0], clusters[1]
 
     # Rename inline and flag: htmx swaps the row.
