@@ -41,7 +41,7 @@ from .curation import (
     version_freeze,
     version_get,
 )
-from .judge import KINDS, judge_run_create, judge_summary
+from .judge import KINDS, judge_run_cancel, judge_run_create, judge_summary
 from .models import Dataset, DatasetRow, DatasetVersion, JudgeRun, Verdict
 from .selectors import dataset_get
 
@@ -389,6 +389,17 @@ class JudgeRunApi(APIView):
         if run is None:
             raise NotFound("No such judge run.")
         return Response(judge_run_data(run))
+
+
+class JudgeRunCancelApi(APIView):
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request, pk: int) -> Response:
+        """Ask a queued or running judge run to stop (it stops within a few rows; verdicts so far stay)."""
+        project = request_project(request)
+        run = JudgeRun.objects.select_related("version").filter(pk=pk, version__dataset__project=project).first()
+        if run is None:
+            raise NotFound("No such judge run.")
+        return Response(judge_run_data(judge_run_cancel(run=run)))
 
 
 class OverrideSerializer(serializers.Serializer):

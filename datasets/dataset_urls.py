@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/datasets/<int:pk>/judge", api.JudgeStartApi.as_view()),
     path("api/datasets/<int:pk>/export", api.ExportApi.as_view()),
     path("api/judge-runs/<int:pk>", api.JudgeRunApi.as_view()),
+    path("api/judge-runs/<int:pk>/cancel", api.JudgeRunCancelApi.as_view()),
     path("api/verdicts/<int:pk>/override", api.VerdictOverrideApi.as_view()),
     path("projects/<slug:slug>/datasets", views.dataset_list, name="datasets_list"),
     path("projects/<slug:slug>/datasets/create", views.dataset_create, name="dataset_create"),

@@ -218,8 +218,9 @@ def row_status(request: HtmxHttpRequest, slug: str, pk: int, row_id: int) -> Htt
         row_set_status(row=row, status=request.POST.get("status", ""), user=request.user)
     except CurationError as exc:
         error = str(exc)
-    if request.htmx:
-        return _render_row(request, project, dataset, row, error=error)
+    if request.htmx:  # the row, and the counter out of band
+        counts = version_counts(version=row.version)
+        return _render_row(request, project, dataset, row, error=error, oob_counts=counts)
     if error:
         messages.error(request, error)
     return _back(request, project, dataset)

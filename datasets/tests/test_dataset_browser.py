@@ -40,6 +40,8 @@ def test_keyboard_curation(logged_in_page: Any, people: dict[str, Any]) -> None:
     page.keyboard.press("d")
     page.wait_for_selector(f"#row-{second.pk}.status-drop")
     page.wait_for_selector(f"#row-{third.pk}.current")
+    counter = [page.locator(f"#count-{s}").inner_text() for s in ("keep", "drop", "pending")]
+    assert counter == ["1", "1", "1"]  # updated out of band with each row
     page.keyboard.press("e")
     editor = page.locator(f"#edit-{third.pk}")
     editor.wait_for()

@@ -77,7 +77,7 @@ def test_curation_page_shows_rows_counter_and_shortcuts(people: dict[str, Any], 
     r = browser(people["member"]).get(f"/projects/acme/datasets/{dataset.pk}")
     html = r.content.decode()
     assert r.status_code == 200
-    assert len(_rows(html)) == 3
+    assert len(_rows(html)) == 3 and html.count('id="progress"') == 1
     assert '<script src="/static/datasets/curate.js' in html and "<kbd>k</kbd> keep" in html
     assert XSS not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert 'id="count-pending">3<' in html and 'id="count-total">3<' in html
@@ -99,6 +99,7 @@ def test_keep_via_htmx_swaps_the_row(people: dict[str, Any], dataset: Dataset) -
         f'<article id="row-{row.pk}" class="ds-row card status-keep"'
     )
     assert "<html" not in html
+    assert 'id="progress" hx-swap-oob="true"' in html and 'id="count-keep">1<' in html  # the counter too
     row.refresh_from_db()
     assert row.status == "keep" and row.updated_by == people["member"]
 

@@ -167,6 +167,7 @@ def test_judge_run_and_override(api: Client, dataset: Dataset, monkeypatch: pyte
     assert r.status_code == 200 and r.json()["override_passed"] is True and r.json()["flagged"] is False
     assert api.get(f"/api/datasets/{dataset.pk}/rows", {"flagged": "true"}).json()["data"] == []
     assert Verdict.objects.get(pk=verdict_id).override_reason == "prose is fine"
+    assert api.post(f"/api/judge-runs/{run['id']}/cancel").json()["status"] == "done"  # finished: stays so
 
 
 def test_outsiders_get_404_and_anonymous_callers_are_refused(
@@ -188,6 +189,7 @@ def test_outsiders_get_404_and_anonymous_callers_are_refused(
         (f"/api/datasets/{pk}/freeze", {}),
         (f"/api/datasets/{pk}/judge", {"kind": "json"}),
         (f"/api/verdicts/{verdict.pk}/override", {"passed": True}),
+        (f"/api/judge-runs/{run.pk}/cancel", {}),
     ]
     for outsider in (key_client(outsider_key), session(people["outsider"])):
         for url in gets:

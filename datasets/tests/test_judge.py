@@ -233,3 +233,23 @@ def test_a_judge_run_goes_through_the_worker(server_url: str, people: dict[str, 
     assert run.status == "done", run.message
     assert sorted(bool(p) for p in run.verdicts.values_list("passed", flat=True)) == [False, True]
     assert run.finished_at is not None
+
+
+def test_cancel(people: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(J, "_enqueue", lambda run_id: None)
+    monkeypatch.setattr(J, "PROGRESS_EVERY", 1)
+    dataset = _dataset(people)
+    queued = J.judge_run_create(version=C.open_version(dataset=dataset), kind="json")
+    assert J.judge_run_cancel(run=queued).status == "cancelled"
+    assert J.judge_run_execute(run=queued).status == "cancelled" and not queued.verdicts.exists()  # never runs
+    running = J.judge_run_create(version=C.open_version(dataset=dataset), kind="json")
+    real_check = J.check
+
+    def check_then_cancel(kind: str, options: dict[str, Any], row: Any) -> J.Outcome:
+        J.JudgeRun.objects.filter(pk=running.pk).update(cancel_requested=True)  # someone presses cancel
+        return real_check(kind, options, row)
+
+    monkeypatch.setattr(J, "check", check_then_cancel)
+    running = J.judge_run_execute(run=running)
+    assert running.status == "cancelled" and running.message == "Cancelled after 1 of 4 rows."
+    assert running.verdicts.count() == 1

@@ -4,6 +4,7 @@
 (function () {
   "use strict";
   var currentId = null;
+  var advanceFrom = null; // the row whose keep/drop, once swapped in, moves the selection on
 
   function rows() { return Array.prototype.slice.call(document.querySelectorAll(".ds-row")); }
 
@@ -60,8 +61,8 @@
       j: function () { move(1); },
       n: function () { move(1); },
       p: function () { move(-1); },
-      k: function () { press(".ds-keep"); },
-      d: function () { press(".ds-drop"); },
+      k: function () { advanceFrom = currentId; press(".ds-keep"); },
+      d: function () { advanceFrom = currentId; press(".ds-drop"); },
       e: function () { press(".ds-edit"); },
     };
     var action = keys[ev.key];
@@ -77,16 +78,18 @@
   });
 
   // After htmx replaces a row (keep, drop, edit, override), mark it current again; after a keep
-  // or drop, move on to the next row so a person can go k, k, d, k... down the page.
+  // or drop from the keyboard, move on to the next row so a person can go k, k, d, k... down the
+  // page. Only the row's own swap counts (the progress counter comes in the same response).
   document.addEventListener("htmx:afterSwap", function (ev) {
+    var target = ev.detail && ev.detail.target;
+    if (!target || !target.id || target.id.indexOf("row-") !== 0 || target.id !== currentId) return;
     var el = current();
     if (!el) return;
     el.classList.add("current");
     var editor = el.querySelector("textarea");
     if (editor) { editor.focus(); return; }
-    var verb = ev.detail && ev.detail.requestConfig && ev.detail.requestConfig.verb;
-    var source = ev.detail && ev.detail.requestConfig && ev.detail.requestConfig.elt;
-    if (verb === "post" && source && source.getAttribute("hx-post") && source.getAttribute("hx-post").indexOf("/status") > -1) {
+    if (advanceFrom === el.id) {
+      advanceFrom = null;
       move(1);
     } else {
       el.focus({ preventScroll: true });
