@@ -9,12 +9,14 @@ ASSIGNMENT_COLUMNS = ("project_id", "run_id", "trace_id", "cluster_id", "distanc
 STATEMENTS = [
     # A prompt is embedded once per model whatever the project or run: keyed by the model and a
     # hash of the exact text embedded. ReplacingMergeTree folds the duplicates two concurrent runs
-    # may write; readers never depend on that (any copy of a vector is the same vector).
+    # may write; readers never depend on that (any copy of a vector is the same vector). The vector
+    # is its raw float32 bytes (little-endian): read back with one np.frombuffer instead of 384
+    # Python floats per prompt (38M objects for a 100k-trace run).
     f"""
     CREATE TABLE IF NOT EXISTS {EMBEDDINGS_TABLE} (
         model LowCardinality(String),
         content_hash FixedString(16),
-        vector Array(Float32),
+        vector String,  -- 384 float32 = 1,536 bytes
         created_at DateTime DEFAULT now()
     )
     ENGINE = ReplacingMergeTree

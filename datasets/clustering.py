@@ -53,7 +53,9 @@ def embed(texts: Sequence[str], *, batch_size: int = 128) -> Embedded:
     truncated = sum(1 for t, n in zip(clean, lengths, strict=True) if n > max_tokens or len(t) > limit)
     if truncated:
         log.info("embed: %d of %d prompts truncated to %d tokens", truncated, len(texts), max_tokens)
-    vectors = model.encode(heads, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = model.encode(
+        heads, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
     return Embedded(np.asarray(vectors, dtype=np.float32), truncated, empty)
 
 

@@ -44,19 +44,23 @@ def lookup(hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
     for start in range(0, len(hashes), LOOKUP_CHUNK):
         chunk = [h.hex() for h in hashes[start : start + LOOKUP_CHUNK]]
         _cols, rows = clickhouse.query(
-            f"SELECT hex(content_hash), any(vector) FROM {EMBEDDINGS_TABLE}"  # noqa: S608
-            " WHERE model = {model:String} AND content_hash IN (SELECT unhex(arrayJoin({hashes:Array(String)})))"
+            f"SELECT hex(content_hash), any(vector) AS vector FROM {EMBEDDINGS_TABLE}"  # noqa: S608
+            " WHERE model = {model:String}"
+            # toFixedString: compared as a String, a hash ending in a zero byte never matched (1 in 256)
+            " AND content_hash IN (SELECT toFixedString(unhex(arrayJoin({hashes:Array(String)})), 16))"
             " GROUP BY content_hash",
             {"model": MODEL, "hashes": chunk},
+            column_formats={"vector": "bytes"},
         )
         for hex_hash, vector in rows:
-            found[bytes.fromhex(hex_hash)] = np.asarray(vector, dtype=np.float32)
+            found[bytes.fromhex(hex_hash)] = np.frombuffer(vector, dtype="<f4")
     return found
 
 
 def store(hashes: Sequence[bytes], vectors: np.ndarray) -> None:
     if len(hashes):
-        rows = [(MODEL, h, v.tolist()) for h, v in zip(hashes, vectors, strict=True)]
+        little = np.asarray(vectors, dtype="<f4")
+        rows = [(MODEL, h, v.tobytes()) for h, v in zip(hashes, little, strict=True)]
         clickhouse.insert(EMBEDDINGS_TABLE, rows, EMBEDDING_COLUMNS)
 
 
@@ -87,8 +91,9 @@ def embeddings_for(
     hashes = [content_hash(t) for t in texts]
     distinct = list(dict.fromkeys(hashes))
     found = lookup(distinct)
-    missing = [h for h in distinct if h not in found]
     text_of = dict(zip(hashes, texts, strict=True))
+    # Shortest first: a batch pads to its longest text, so batches of like lengths waste least.
+    missing = sorted((h for h in distinct if h not in found), key=lambda h: len(text_of[h]))
     for start in range(0, len(missing), EMBED_BATCH):
         if should_stop and should_stop():
             raise Stopped()

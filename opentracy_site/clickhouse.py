@@ -40,10 +40,13 @@ def command(sql: str, parameters: dict[str, Any] | None = None) -> Any:
         return client().command(sql, parameters=parameters)
 
 
-def query(sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run a SELECT; returns (column names, rows). Parameters are bound by the driver."""
+def query(
+    sql: str, parameters: dict[str, Any] | None = None, column_formats: dict[str, str] | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run a SELECT; returns (column names, rows). Parameters are bound by the driver;
+    column_formats as the driver's (e.g. {"vector": "bytes"}: a String column left undecoded)."""
     with _lock:
-        result = client().query(sql, parameters=parameters)
+        result = client().query(sql, parameters=parameters, column_formats=column_formats)
         return list(result.column_names), list(result.result_rows)
 
 

@@ -50,7 +50,9 @@ def load() -> Any:
 def _embed(texts: list[str]) -> tuple[list[list[float]], int]:
     model = load()
     tokens = sum(len(ids) for ids in model.tokenizer(texts, truncation=True)["input_ids"])
-    vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = model.encode(
+        texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
     return vectors.tolist(), tokens
 
 
