@@ -236,6 +236,8 @@ def _ask(run: JudgeRun, system: str, user: str, parse: Callable[[str], Any]) -> 
         "temperature": float(run.options.get("temperature", 0)),
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
     }
+    if metadata := getattr(run, "trace_metadata", None):  # set by callers such as distillation jobs
+        body["metadata"] = metadata
     problem = ""
     for _ in range(ATTEMPTS):
         try:

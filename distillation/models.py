@@ -1,1 +1,109 @@
-"""Distillation jobs and students arrive with the distillation issue."""
+"""Distillation jobs (a frozen dataset version, a teacher sampled N times per prompt, a judge, a
+student base trained with LoRA), the teacher's candidates (stored one by one, so a resumed job
+never pays for a sample or a verdict twice), and the students approved from jobs."""
+
+from __future__ import annotations
+
+from django.conf import settings as django_settings
+from django.db import models
+
+from datasets.models import DatasetRow, DatasetVersion
+from gateway.models import Project
+
+
+class DistillationJob(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"  # created with start=false: only the estimate
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="distillation_jobs")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="distillation_jobs")
+    teacher = models.CharField(max_length=200, help_text="A model or alias, called through the engine.")
+    student = models.CharField(max_length=500, help_text="A registered student base, or a local path.")
+    n = models.PositiveSmallIntegerField(default=4, help_text="Teacher samples per training prompt.")
+    judge_kind = models.CharField(max_length=16, default="pointwise")
+    judge_alias = models.CharField(max_length=200, blank=True, help_text="For LLM judges.")
+    judge_options = models.JSONField(default=dict, blank=True)
+    settings = models.JSONField(default=dict, blank=True, help_text="Trainer settings (TrainSettings fields).")
+    held_out_fraction = models.FloatField(default=0.2)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    phase = models.CharField(max_length=32, blank=True, help_text="splitting, sampling, judging, training…")
+    progress = models.FloatField(default=0.0, help_text="0 to 1 over the whole job.")
+    message = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    estimate = models.JSONField(default=dict, blank=True)
+    split = models.JSONField(default=dict, blank=True, help_text="{train: [row ids], held_out: [row ids]}")
+    metrics = models.JSONField(default=dict, blank=True, help_text="{history: [{step, loss, …}], …}")
+    evaluation = models.JSONField(default=dict, blank=True)
+    adapter_path = models.CharField(max_length=1000, blank=True)
+    created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"distillation job {self.pk} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class Candidate(models.Model):
+    """One teacher sample for one training row (index 0..n-1), or a person's edit of the row
+    (index -1, scored as the top reward)."""
+
+    HUMAN_INDEX = -1
+
+    job = models.ForeignKey(DistillationJob, on_delete=models.CASCADE, related_name="candidates")
+    row = models.ForeignKey(DatasetRow, on_delete=models.CASCADE, related_name="+")
+    index = models.SmallIntegerField()
+    text = models.TextField(blank=True)
+    score = models.FloatField(null=True, blank=True, help_text="1/0 for checks, 1-10 for LLM judges.")
+    judged = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    teacher_trace_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["row_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "row", "index"], name="candidate_unique")]
+
+    def __str__(self) -> str:
+        return f"candidate {self.index} of row {self.row_id}"
+
+    @property
+    def human(self) -> bool:
+        return self.index == self.HUMAN_INDEX
+
+
+class Student(models.Model):
+    """A trained adapter people approved. `name` (`<base>-v<n>`) is unique across the engine and
+    never reused, so `local/<name>` always means the same weights."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="students")
+    job = models.ForeignKey(DistillationJob, on_delete=models.PROTECT, related_name="students")
+    base = models.CharField(max_length=500)
+    adapter_path = models.CharField(max_length=1000)
+    version = models.PositiveIntegerField()
+    name = models.CharField(max_length=200, unique=True)
+    alias = models.CharField(max_length=100, blank=True, help_text="The alias re-pointed at it on approval.")
+    replaced_target = models.CharField(max_length=200, blank=True, help_text="The alias's target before approval.")
+    created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name

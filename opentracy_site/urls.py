@@ -65,4 +65,6 @@ urlpatterns = [
     path("", include("datasets.cluster_urls")),
     # Datasets: curation pages and API (datasets/dataset_urls.py).
     path("", include("datasets.dataset_urls")),
+    # Distillation: jobs, approval and the pages (distillation/urls.py).
+    path("", include("distillation.urls")),
 ]
