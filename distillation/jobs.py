@@ -351,6 +351,8 @@ def train(job: DistillationJob) -> None:
         raise Cancelled() from None
     except NotImplementedError:
         raise JobFailed("The trainer is not available in this build (distillation/trainer.py).") from None
+    except trainer.StudentUnavailable as exc:
+        raise JobFailed(str(exc)) from None
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
             raise JobFailed(
@@ -393,32 +395,43 @@ def evaluate(job: DistillationJob) -> None:
     wtl = {"win": 0, "tie": 0, "loss": 0}
     teacher_usd: list[float | None] = []
     shown: list[dict[str, Any]] = []
-    for i, row in enumerate(held, 1):
-        answers: dict[str, str] = {}
+    answers: dict[int, dict[str, str]] = {row.pk: {} for row in held}
+    total = max(1, len(held) * 3)
+    done = 0
+    for row in held:
         started = time.perf_counter()
-        answers["teacher"], data = teacher_call(job, row.messages, purpose="distillation-eval", temperature=0.0)
+        answers[row.pk]["teacher"], data = teacher_call(job, row.messages, purpose="distillation-eval", temperature=0.0)
         latency["teacher"].append((time.perf_counter() - started) * 1000)
         teacher_usd.append(_call_cost(job, data, compute_cost))
-        for name, adir in (("student", adapter), ("base", None)):
+        done += 1
+        _progress(job, "evaluating", done / total)
+        check_cancel(job)
+    # One model at a time: the trainer keeps the last one it loaded.
+    for name, adir in (("student", adapter), ("base", None)):
+        for row in held:
             started = time.perf_counter()
-            answers[name] = trainer.generate(
+            answers[row.pk][name] = trainer.generate(
                 base=source, adapter_dir=adir, messages=row.messages, max_new_tokens=max_new
             )
             latency[name].append((time.perf_counter() - started) * 1000)
+            done += 1
+            _progress(job, "evaluating", done / total)
+            check_cancel(job)
+    for row in held:
+        got = answers[row.pk]
         row_scores: dict[str, float | None] = {}
         for name in who:
-            outcome = score_text(run, row, answers[name])
+            outcome = score_text(run, row, got[name])
             row_scores[name] = None if outcome.error else float(outcome.score or 0.0)
             if row_scores[name] is not None:
                 scores[name].append(row_scores[name])  # type: ignore[arg-type]
         for name in ("student", "base"):
-            agree[name] += _norm(answers[name]) == _norm(answers["teacher"])
+            agree[name] += _norm(got[name]) == _norm(got["teacher"])
         s, t = row_scores["student"], row_scores["teacher"]
         if s is not None and t is not None:
             wtl["win" if s > t else "tie" if s == t else "loss"] += 1
         if len(shown) < EVAL_ROWS_SHOWN:
-            shown.append({"row": row.pk, "answers": answers, "scores": row_scores})
-        _progress(job, "evaluating", i / max(1, len(held)))
+            shown.append({"row": row.pk, "answers": got, "scores": row_scores})
         check_cancel(job)
     count = len(held)
 

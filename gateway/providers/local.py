@@ -22,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
+from distillation.serving import looks_like_student, student_model
 from gateway.errors import GatewayError, bad_request, model_not_found, unsupported_parameter
 
 from . import local_embed
@@ -217,8 +218,8 @@ def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return None if best is None else best[1]
 
 
-def _prepare(body: dict[str, Any]) -> tuple[LoadedModel, _Job]:
-    loaded = ensure_loaded()
+def _prepare(body: dict[str, Any], model: str = MODEL_NAME) -> tuple[LoadedModel, _Job]:
+    loaded = ensure_loaded() if model == MODEL_NAME else student_model(model)  # a distilled student
     enc = loaded.tokenizer.apply_chat_template(
         _messages(body), add_generation_prompt=True, return_dict=True, return_tensors="pt"
     )
@@ -309,7 +310,7 @@ class LocalProvider:
     def check(self, body: dict[str, Any]) -> None:
         provider, _, bare = str(body.get("model") or "").rpartition("/")
         ours = provider == self.name or (not provider and bare.startswith(self.model_prefixes))
-        if ours and bare not in self.known_models:  # else an alias, resolved by the gateway
+        if ours and bare not in self.known_models and not looks_like_student(bare):  # else an alias
             raise model_not_found(f"local/{bare}")
         if bare == EMBED_MODEL:
             raise GatewayError(
@@ -345,14 +346,14 @@ class LocalProvider:
         }
 
     def _start(self, body: dict[str, Any], model: str) -> None:
-        if model not in self.known_models:
+        if model not in self.known_models and not looks_like_student(model):  # a student: found in _prepare
             raise model_not_found(f"local/{model}")
         self.check(body)
 
     async def complete(self, body: dict[str, Any], model: str, cred: Credential) -> dict[str, Any]:
         self._start(body, model)
         loop = asyncio.get_running_loop()
-        loaded, job = await loop.run_in_executor(_executor, _prepare, body)
+        loaded, job = await loop.run_in_executor(_executor, _prepare, body, model)
         cancel = threading.Event()
         try:
             ids = await loop.run_in_executor(_executor, _generate, loaded, job, cancel)
@@ -374,7 +375,7 @@ class LocalProvider:
 
         self._start(body, model)
         loop = asyncio.get_running_loop()
-        loaded, job = await loop.run_in_executor(_executor, _prepare, body)
+        loaded, job = await loop.run_in_executor(_executor, _prepare, body, model)
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
 
