@@ -690,10 +690,12 @@ class RawScan:
 
         self._orig = clickhouse.query
 
-        def query(sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        def query(
+            sql: str, parameters: dict[str, Any] | None = None, column_formats: dict[str, str] | None = None
+        ) -> tuple[list[str], list[tuple[Any, ...]]]:
             if " FROM traces WHERE " in sql and "SETTINGS" not in sql:
                 sql += RAW_SETTINGS
-            return self._orig(sql, parameters)
+            return self._orig(sql, parameters, column_formats)
 
         clickhouse.query = query
         return self
