@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api
+from . import api, views
 
 urlpatterns = [
     path("api/distillation/jobs", api.JobListApi.as_view()),
@@ -14,4 +14,8 @@ urlpatterns = [
     path("api/distillation/jobs/<int:pk>/start", api.JobStartApi.as_view()),
     path("api/distillation/jobs/<int:pk>/approve", api.JobApproveApi.as_view()),
     path("api/distillation/jobs/<int:pk>/rollback", api.JobRollbackApi.as_view()),
+    path("projects/<slug:slug>/distillation", views.job_list, name="distillation_jobs"),
+    path("projects/<slug:slug>/distillation/<int:pk>", views.job_detail, name="distillation_job"),
+    path("projects/<slug:slug>/distillation/<int:pk>/cancel", views.job_cancel, name="distillation_job_cancel"),
+    path("projects/<slug:slug>/distillation/<int:pk>/approve", views.job_approve, name="distillation_job_approve"),
 ]

@@ -24,6 +24,8 @@ _KINDS = {
     "cluster_detail": "clusters",  # a cluster belongs to one project: the other's clusters
     "datasets_list": "datasets_list",
     "dataset_detail": "datasets_list",  # a dataset belongs to one project: the other's list
+    "distillation_jobs": "distillation_jobs",
+    "distillation_job": "distillation_jobs",  # a job belongs to one project: the other's list
 }
 
 
@@ -93,6 +95,11 @@ def project_nav(context: template.Context) -> dict[str, Any]:
             ("Traces", reverse("traces_list", args=[here.slug]), kind == "traces_list" and bool(current)),
             ("Clusters", reverse("clusters", args=[here.slug]), kind == "clusters" and bool(current)),
             ("Datasets", reverse("datasets_list", args=[here.slug]), kind == "datasets_list" and bool(current)),
+            (
+                "Distillation",
+                reverse("distillation_jobs", args=[here.slug]),
+                kind == "distillation_jobs" and bool(current),
+            ),
             ("Providers", reverse("credentials", args=[here.slug]), kind == "credentials" and bool(current)),
             ("Settings", reverse("project_settings", args=[here.slug]), kind == "project_settings" and bool(current)),
         ]
