@@ -112,12 +112,12 @@ def test_bond_step_with_a_programmatic_scorer_logs_all_stats(tmp_path: Path) -> 
     assert entry["loss"] == pytest.approx(0.5 * entry["forward"] + 0.5 * entry["backward"], rel=1e-4, abs=1e-4)
 
 
-def test_jbond_step_runs(tmp_path: Path) -> None:
+def test_jbond_step_runs_with_gradient_checkpointing(tmp_path: Path) -> None:
     result = trainer.train(
         base=BASE,
         examples=EXAMPLES,
         out_dir=tmp_path,
-        settings=quick(mode="jbond", steps=1, jbond_gamma=0.1),
+        settings=quick(mode="jbond", steps=1, jbond_gamma=0.1, gradient_checkpointing=True),
         scorer=length_scorer,
     )
     (entry,) = result.history
