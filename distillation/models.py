@@ -4,8 +4,12 @@ never pays for a sample or a verdict twice), and the students approved from jobs
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings as django_settings
 from django.db import models
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 from datasets.models import DatasetRow, DatasetVersion
 from gateway.models import Project
@@ -107,3 +111,10 @@ class Student(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+@receiver([post_save, post_delete], sender=Student)
+def _student_changed(**kwargs: Any) -> None:
+    from gateway import cache
+
+    cache.students_changed()  # the gateway's per-project list of callable students

@@ -93,6 +93,7 @@ class TTLCache:
 _keys = TTLCache()
 _aliases = TTLCache()
 _credentials = TTLCache()
+_students = TTLCache()
 
 
 def _load_key(key_hash: str) -> KeyInfo | None:
@@ -143,8 +144,25 @@ async def credentials(project_id: int) -> dict[str, list[Credential]]:
     return value
 
 
+def _load_students(project_id: int) -> frozenset[str]:
+    from distillation.models import Student
+
+    return frozenset(Student.objects.filter(project_id=project_id).values_list("name", flat=True))
+
+
+async def students(project_id: int) -> frozenset[str]:
+    """The names of the project's approved students (`local/<name>`): no other project may call them."""
+    value: frozenset[str] = await _students.get_or_load(project_id, _load_students)
+    return value
+
+
+def students_changed() -> None:
+    """Called by distillation when a student is approved or removed."""
+    _students.clear()
+
+
 def clear_all() -> None:
-    for c in (_keys, _aliases, _credentials):
+    for c in (_keys, _aliases, _credentials, _students):
         c.clear()
 
 

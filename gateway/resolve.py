@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distillation.serving import looks_like_student
+
 from . import cache
 from .errors import bad_request, model_not_found
 from .providers import PROVIDERS
@@ -48,11 +50,23 @@ def check_retries(value: object, where: str) -> int:
     return value
 
 
+async def _check_student(project_id: int, target: Target, shown: str) -> None:
+    """A distilled student (`local/<name>-v<n>`) answers only its own project: another project's
+    student is as unknown as a model that does not exist."""
+    local_student = target.provider == "local" and looks_like_student(target.model)
+    if local_student and target.model not in await cache.students(project_id):
+        raise model_not_found(shown)
+
+
 async def resolve(project_id: int, requested: str, retries: int | None, default_retries: int) -> Plan:
     """The plan for a requested model name. `retries` is the request's own override, if any."""
     route = (await cache.aliases(project_id)).get(requested)
     if route is None:
-        return Plan((_target(requested, requested),), default_retries if retries is None else retries)
+        target = _target(requested, requested)
+        await _check_student(project_id, target, requested)
+        return Plan((target,), default_retries if retries is None else retries)
     targets = tuple(_target(name, requested) for name in (route.target, *route.fallbacks))
+    for target in targets:
+        await _check_student(project_id, target, requested)
     budget = retries if retries is not None else route.retries if route.retries is not None else default_retries
     return Plan(targets, budget, requested)

@@ -26,7 +26,12 @@ def test_looks_like_student() -> None:
 
 
 def test_train_approve_and_serve(
-    server_url: str, people: dict[str, Any], client: Any, providers: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    server_url: str,
+    people: dict[str, Any],
+    client: Any,
+    outsider_key: str,
+    providers: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from gateway.services import alias_set
     from opentracy_site.worker import start_embedded_worker
@@ -63,6 +68,17 @@ def test_train_approve_and_serve(
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(
                 model="local/smollm2-135m-instruct-v999", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+        # Another project cannot call this project's student, by name or through an alias of its own.
+        outsider = openai.OpenAI(base_url=f"{server_url}/v1", api_key=outsider_key, max_retries=0, timeout=20)
+        with pytest.raises(openai.NotFoundError):
+            outsider.chat.completions.create(
+                model=f"local/{student.name}", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+        alias_set(project=people["other_project"], name="borrowed", target=f"local/{student.name}", changed_by="t")
+        with pytest.raises(openai.NotFoundError):
+            outsider.chat.completions.create(
+                model="borrowed", messages=[{"role": "user", "content": "hi"}], max_tokens=2
             )
         assert S.job_rollback(job=job, user=people["owner"]) == "openai/gpt-4o"
     finally:
