@@ -77,6 +77,9 @@ class TrainSettings:
     ema_eta: float = 0.02  # J-BOND anchor: θ_anchor ← (1 − η)·θ_anchor + η·θ after each optimizer step
     jbond_gamma: float = 0.0  # J-BOND: weight of the extra γ·KL(π ‖ π_anchor) term
     max_grad_norm: float = 1.0  # gradient clipping (policy-gradient steps can be large); 0 disables
+    # "bond" mode: a local teacher with the student's tokenizer (name or path, as for `base`) makes the
+    # backward term exact: its KL part uses log π_teacher instead of the student's frozen base.
+    teacher_base: str | None = None
 
 
 @dataclass
@@ -258,6 +261,7 @@ class _Run:
     scorer: Callable[[list[dict[str, Any]], str], float] | None
     trainable: dict[str, Any]  # name → LoRA parameter
     anchor: dict[str, Any] | None  # J-BOND EMA of the LoRA parameters
+    teacher: Any = None  # a local teacher model for the exact backward term (settings.teacher_base)
     prompts: dict[int, list[int]] = field(default_factory=dict)  # example index → prompt ids (cached)
     targets: dict[int, list[int]] = field(default_factory=dict)  # example index → best-answer ids (cached)
 
@@ -334,7 +338,11 @@ def _micro_batch(
     scores = torch.tensor([float(run.scorer(examples[i].messages, t)) for i, t in zip(rows, texts, strict=True)])
     pairs = list(zip(prompts, samples, strict=True))
     with torch.no_grad(), run.model.disable_adapter():
-        logp_ref = _seq_logp(run.model, pairs, run.device, s.temperature)
+        logp_ref = _seq_logp(run.model, pairs, run.device, s.temperature)  # π_ref = the student's frozen base
+    logp_teacher = None
+    if run.teacher is not None:
+        with torch.no_grad():
+            logp_teacher = _seq_logp(run.teacher, pairs, run.device, s.temperature)
     logp_anchor = None
     if run.anchor is not None:
         with torch.no_grad(), _anchor_weights(run):
@@ -351,7 +359,11 @@ def _micro_batch(
             valid[r, : len(examples[i].scores)] = True
         log_q = bond.log_quantile(scores, refs, valid)
         n = torch.tensor([len(examples[i].scores) for i in rows])
-        bwd, bstats = bond.backward_term(logp_policy, logp_ref, log_q.to(run.device), n)
+        reference = logp_ref if logp_teacher is None else logp_teacher
+        bwd, bstats = bond.backward_term(logp_policy, reference, log_q.to(run.device), n)
+        if logp_teacher is not None:  # "kl" stays the KL to the student's base; this is the one optimised
+            bstats["kl_teacher"] = bstats["kl"]
+            bstats["kl"] = float((logp_policy.detach() - logp_ref).float().mean())
     else:  # jbond: two teacher candidates per prompt play the anchor samples' part in the reward
         assert logp_anchor is not None
         pairs_scores = [rng.sample([float(x) for x in examples[i].scores], 2) for i in rows]
@@ -460,7 +472,13 @@ def _prepare(base: str, settings: TrainSettings) -> _Run:
     model.train()
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     anchor = {n: p.detach().clone() for n, p in trainable.items()} if settings.mode == "jbond" else None
-    return _Run(model, tokenizer, device, settings, None, trainable, anchor)
+    teacher = None
+    if settings.teacher_base and settings.mode == "bond":
+        teacher, teacher_tokenizer = load_student(settings.teacher_base)
+        if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ValueError("the exact backward term needs a teacher with the student's tokenizer")
+        teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return _Run(model, tokenizer, device, settings, None, trainable, anchor, teacher)
 
 
 def train(

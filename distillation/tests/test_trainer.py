@@ -112,6 +112,19 @@ def test_bond_step_with_a_programmatic_scorer_logs_all_stats(tmp_path: Path) -> 
     assert entry["loss"] == pytest.approx(0.5 * entry["forward"] + 0.5 * entry["backward"], rel=1e-4, abs=1e-4)
 
 
+def test_exact_backward_term_with_a_local_teacher(tmp_path: Path) -> None:
+    # The teacher here is the student's own base (same tokenizer): log π_teacher = log π_ref at step 1.
+    result = trainer.train(
+        base=BASE,
+        examples=EXAMPLES[:1],
+        out_dir=tmp_path,
+        settings=quick(steps=1, batch_size=1, teacher_base=BASE),
+        scorer=length_scorer,
+    )
+    (entry,) = result.history
+    assert "kl_teacher" in entry and entry["kl_teacher"] == pytest.approx(entry["kl"], abs=1e-3)
+
+
 def test_jbond_step_runs_with_gradient_checkpointing(tmp_path: Path) -> None:
     result = trainer.train(
         base=BASE,
