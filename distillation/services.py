@@ -85,6 +85,12 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, str) or not (value in ("auto", "cpu", "mps") or value.startswith("cuda")):
             raise ValueError("Use auto, cpu, cuda, cuda:<n> or mps.")
         return value
+    if name == "teacher_base":  # optional: a local teacher with the student's tokenizer (name or path)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise ValueError("A model name or local path, or null.")
+        return value.strip()
     if name == "target_modules":
         if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
             raise ValueError('A non-empty list of module names, e.g. ["q_proj", "v_proj"].')

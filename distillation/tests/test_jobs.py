@@ -83,6 +83,7 @@ def test_bad_inputs_are_refused_with_clear_errors(people: dict[str, Any], fake: 
         ({"judge": {"kind": "pairwise"}}, "judge", "judge.kind"),
         ({"judge": {"kind": "regex", "options": {"pattern": "("}}}, "judge", "not a valid regular expression"),
         ({"held_out_fraction": 1.5}, "held_out_fraction", "from 0"),
+        ({"settings": {"teacher_base": 3}}, "teacher_base", "A model name or local path"),
     ]
     for kwargs, field, text in cases:
         with pytest.raises(ValidationError) as exc:
@@ -268,3 +269,10 @@ def test_the_chain_runs_through_the_worker_and_never_ends_stuck(
     assert ev["models"]["base"]["mean_score"] == 0.0 and ev["agreement"]["base"] == 0.0
     assert sum(ev["student_vs_teacher"].values()) == 1 and ev["models"]["student"]["cost_per_1k_usd"] == 0.0
     assert Path(job.adapter_path).is_dir()
+
+
+def test_settings_clean_fills_defaults_and_keeps_teacher_base_optional() -> None:
+    clean = S.settings_clean({})
+    assert clean["teacher_base"] is None and clean["mode"] == "bond" and clean["target_modules"]
+    assert S.settings_clean({"teacher_base": " smollm2-135m-instruct "})["teacher_base"] == "smollm2-135m-instruct"
+    assert S.settings_clean({"teacher_base": ""})["teacher_base"] is None
