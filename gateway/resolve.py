@@ -53,7 +53,11 @@ def check_retries(value: object, where: str) -> int:
 async def _check_student(project_id: int, target: Target, shown: str) -> None:
     """A distilled student (`local/<name>-v<n>`) answers only its own project: another project's
     student is as unknown as a model that does not exist."""
-    local_student = target.provider == "local" and looks_like_student(target.model)
+    local_student = (
+        target.provider == "local"
+        and target.model not in PROVIDERS["local"].known_models  # all-minilm-l6-v2 has a student's shape
+        and looks_like_student(target.model)
+    )
     if local_student and target.model not in await cache.students(project_id):
         raise model_not_found(shown)
 
