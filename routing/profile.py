@@ -70,9 +70,8 @@ def build(
             samples[kidx[cluster], midx[model]] += n
     k = max(float(shrinkage), EPS)
     has_prior = ~np.isnan(prior)
-    with np.errstate(invalid="ignore"):
-        p = np.where(has_prior.any(axis=0), np.nanmean(np.where(has_prior, prior, np.nan), axis=0), UNKNOWN_MODEL_PRIOR)
-    p = np.nan_to_num(p, nan=UNKNOWN_MODEL_PRIOR)
+    counts = has_prior.sum(axis=0)
+    p = np.where(counts > 0, np.nan_to_num(prior).sum(axis=0) / np.maximum(counts, 1), UNKNOWN_MODEL_PRIOR)
     g = (errors.sum(axis=0) + k * p) / (samples.sum(axis=0) + k)
     anchor = np.where(has_prior, np.clip(np.nan_to_num(prior) + (g - p), EPS, 1 - EPS), g)
     anchor = np.clip(anchor, EPS, 1 - EPS)
