@@ -3,7 +3,10 @@
 Session-authenticated (AuthMiddlewareStack) and for the project's members only. A refused socket
 is accepted and then closed with a code the browser can read (closing before accepting would
 only give the client an HTTP 403): 4401 without a session, 4403 for anyone who is not a member
-(a project that does not exist answers the same, so slugs do not leak).
+(a project that does not exist answers the same, so slugs do not leak), 4400 for bad filters.
+
+The socket's query string takes the traces page's filters (`?model=...&status=error`); only rows
+that pass them are sent, so the tail shows what a reload of the filtered page would.
 
 Each `traces.batch` message from the trace writer (traces/live.py) is sent on as one HTML
 fragment for htmx's ws extension: the rows inside
@@ -18,14 +21,17 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import QueryDict
 from django.template.loader import select_template
 
 from gateway import selectors
 
 from . import live
+from .filters import FilterError, TraceFilters, matches, parse_filters
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_BAD_FILTERS = 4400
 RECHECK_S = 30.0  # membership is checked again this often while the socket is open
 # The traces page's own row fragment when it exists; else a standalone one.
 ROW_TEMPLATES = ["traces/_trace_row.html", "traces/_live_row.html"]
@@ -43,6 +49,7 @@ class TraceTailConsumer(AsyncWebsocketConsumer):
     project: Any = None
     group: str = ""
     checked_at: float = 0.0
+    filters: TraceFilters | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -54,6 +61,12 @@ class TraceTailConsumer(AsyncWebsocketConsumer):
         membership = await database_sync_to_async(selectors.membership_for)(user=user, slug=slug)
         if membership is None:
             await self.close(code=CLOSE_FORBIDDEN)
+            return
+        try:
+            query = QueryDict(self.scope.get("query_string", b"").decode())
+            self.filters = parse_filters(query, all_time=True)
+        except FilterError:
+            await self.close(code=CLOSE_BAD_FILTERS)
             return
         self.project = membership.project
         self.checked_at = time.monotonic()
@@ -79,4 +92,6 @@ class TraceTailConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
             self.checked_at = time.monotonic()
-        await self.send(text_data=render_rows(event["rows"], self.project))
+        rows = [r for r in event["rows"] if self.filters is None or matches(self.filters, r)]
+        if rows:
+            await self.send(text_data=render_rows(rows, self.project))

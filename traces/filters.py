@@ -138,6 +138,32 @@ def parse_filters(qp: Any, *, default_range: str = "", all_time: bool = False) -
     return f
 
 
+def matches(f: TraceFilters, row: dict[str, Any]) -> bool:
+    """Whether a live-tail row (traces.live.summary) passes the filters, as `where` would select it.
+    Text search looks at the first SEARCH_CHARS of the prompt and the response."""
+    when = datetime.fromisoformat(row["timestamp"])
+    status = int(row.get("status", 200))
+    cost = row.get("cost_total_usd")
+    checks = (
+        f.since is None or when >= f.since,
+        f.until is None or when < f.until,
+        not f.provider or row.get("provider") == f.provider,
+        not f.alias or row.get("alias") == f.alias,
+        not f.model or f.model in (row.get("resolved_model"), row.get("requested_model")),
+        f.status != "ok" or status == 200,
+        f.status != "error" or status != 200,
+        f.status in ("", "ok", "error") or status == int(f.status),
+        f.api_key_id is None or row.get("api_key_id") == f.api_key_id,
+        not f.metadata_key or f.metadata_key in (row.get("metadata") or {}),
+        not f.metadata_value or (row.get("metadata") or {}).get(f.metadata_key) == f.metadata_value,
+        not f.tag or f.tag in (row.get("tags") or ()),
+        f.min_cost is None or (cost is not None and cost >= f.min_cost),
+        f.min_latency_ms is None or float(row.get("latency_ms") or 0) >= f.min_latency_ms,
+        not f.q or f.q.lower() in row.get("search_text", ""),
+    )
+    return all(checks)
+
+
 def like_pattern(text: str) -> str:
     """A case-insensitive substring as a LIKE pattern on lower-cased text (%, _ and \\ taken literally)."""
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "traces.batch"  # handled by TraceTailConsumer.traces_batch
 PREVIEW_CHARS = 120
+SEARCH_CHARS = 4000  # of the prompt and of the response, for a live tail filtered by text (`q`)
 MAX_ROWS_PER_MESSAGE = 200  # a burst beyond this is summarised by its newest rows only
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -122,7 +123,18 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "error_class": record.get("error_class", ""),
         "preview": preview,  # the name the traces page's row template reads
         "prompt_preview": preview,
+        # For the filters of a live tail (traces.filters.matches); not shown.
+        "api_key_id": int(record.get("api_key_id") or 0),
+        "metadata": {str(k): str(v) for k, v in (record.get("metadata") or {}).items()},
+        "tags": [str(t) for t in record.get("tags") or ()],
+        "search_text": _search_text(record),
     }
+
+
+def _search_text(record: dict[str, Any]) -> str:
+    parts = (record.get("request_messages"), record.get("response_message"))
+    texts = [p if isinstance(p, str) else orjson.dumps(p).decode() for p in parts if p]
+    return "\n".join(t[:SEARCH_CHARS] for t in texts).lower()
 
 
 def _can_deliver(layer: BaseChannelLayer) -> bool:

@@ -17,5 +17,8 @@ def live_toggle(request: HttpRequest, slug: str) -> HttpResponse:
     membership = selectors.membership_for(user=request.user, slug=slug)
     if membership is None:
         raise Http404("No such project.")
-    context = {"project": membership.project, "live_on": request.GET.get("on") == "1"}
+    # The traces page's filters ride along, so the socket sends only the rows they select.
+    query = request.GET.copy()
+    query.pop("on", None)
+    context = {"project": membership.project, "live_on": request.GET.get("on") == "1", "live_query": query.urlencode()}
     return render(request, "traces/_live_toggle.html", context)

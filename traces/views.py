@@ -130,6 +130,7 @@ def trace_rows(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         first_page_url=f"?{urlencode(query)}" if query else "?",
         next_url=f"?{urlencode({**query, 'cursor': next_cursor})}" if next_cursor else "",
         export_query=urlencode({**filters.query_dict(), "project": project.slug}),
+        live_query=urlencode(filters.query_dict()),
     )
     if cursor and request.htmx:
         return render(request, "traces/_trace_rows.html", context)

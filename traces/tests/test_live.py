@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.http import QueryDict
 from django.test import Client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -26,8 +27,10 @@ def session_cookie(user: Any) -> str:
     return f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
-def open_tail(server_url: str, cookie: str | None, slug: str = "acme", origin: str | None = None) -> ClientConnection:
-    ws_url = server_url.replace("http://", "ws://") + f"/ws/projects/{slug}/traces"
+def open_tail(
+    server_url: str, cookie: str | None, slug: str = "acme", origin: str | None = None, query: str = ""
+) -> ClientConnection:
+    ws_url = server_url.replace("http://", "ws://") + f"/ws/projects/{slug}/traces" + (f"?{query}" if query else "")
     headers = {"Cookie": cookie} if cookie else {}
     return connect(ws_url, additional_headers=headers, origin=Origin(origin or server_url), open_timeout=5)
 
@@ -83,6 +86,81 @@ def test_one_message_per_batch_holds_every_row_of_the_project(
     assert seen == set(ids)
 
 
+def test_a_filtered_tail_sends_only_the_rows_its_filters_select(
+    server_url: str, client: Any, people: dict[str, Any]
+) -> None:
+    cookie = session_cookie(people["member"])
+    with (
+        open_tail(server_url, cookie, query="range=24h&q=refund") as by_text,
+        open_tail(server_url, cookie, query="model=gpt-4o&status=ok") as by_model,
+        open_tail(server_url, cookie) as everything,
+    ):
+        other = chat(client, "where is my parcel")
+        wanted = chat(client, "I want a REFUND please")
+        seen = ""
+        deadline = time.monotonic() + 5
+        while not (other in seen and wanted in seen) and time.monotonic() < deadline:
+            seen += str(everything.recv(timeout=max(deadline - time.monotonic(), 0.01)))
+        assert other in seen and wanted in seen  # one batch or two
+        assert other not in wait_for(by_text, wanted)
+        with pytest.raises(TimeoutError):  # both were gpt-4o-mini
+            by_model.recv(timeout=0.5)
+    with open_tail(server_url, cookie, query="min_cost=-1") as bad:
+        assert close_code(bad) == 4400
+
+
+def test_live_rows_match_filters_as_the_query_would() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from traces.filters import matches, parse_filters
+
+    row = live.summary(
+        {
+            "trace_id": "00000000-0000-0000-0000-000000000002",
+            "timestamp": datetime.now(UTC).timestamp(),
+            "requested_model": "smart",
+            "resolved_model": "openai/gpt-4o-mini",
+            "provider": "openai",
+            "alias": "smart",
+            "status": 429,
+            "api_key_id": 3,
+            "latency_ms": 120.0,
+            "metadata": {"team": "support"},
+            "tags": ["beta"],
+            "request_messages": '[{"role":"user","content":"Cancel my ORDER"}]',
+        }
+    )
+    yes = [
+        "model=smart",
+        "alias=smart",
+        "provider=openai",
+        "status=error",
+        "status=429",
+        "api_key=3",
+        "tag=beta",
+        "metadata_key=team&metadata_value=support",
+        "min_latency_ms=100",
+        "q=cancel my order",
+        "range=1h",
+    ]
+    no = [
+        "model=gpt-4o",
+        "status=ok",
+        "status=500",
+        "api_key=4",
+        "tag=alpha",
+        "metadata_key=team&metadata_value=x",
+        "min_latency_ms=200",
+        "min_cost=0",
+        "q=refund",
+        f"until={(datetime.now(UTC) - timedelta(hours=1)):%Y-%m-%dT%H:%M:%SZ}",
+    ]
+    for query in yes:
+        assert matches(parse_filters(QueryDict(query), all_time=True), row), query
+    for query in no:
+        assert not matches(parse_filters(QueryDict(query), all_time=True), row), query
+
+
 def test_an_outsider_is_refused_with_4403_and_sees_nothing(
     server_url: str, client: Any, people: dict[str, Any]
 ) -> None:
@@ -125,6 +203,9 @@ def test_the_live_toggle_fragment(server_url: str, people: dict[str, Any]) -> No
     on = member.get("/projects/acme/traces/live?on=1", headers={"HX-Request": "true"})
     assert on.status_code == 200
     assert b'ws-connect="/ws/projects/acme/traces"' in on.content and b'aria-pressed="true"' in on.content
+    filtered = member.get("/projects/acme/traces/live?on=1&model=gpt-4o&range=1h", headers={"HX-Request": "true"})
+    assert b'ws-connect="/ws/projects/acme/traces?model=gpt-4o&amp;range=1h"' in filtered.content
+    assert b"on=0&amp;model=gpt-4o&amp;range=1h" in filtered.content  # switching off keeps the filters
     off = member.get("/projects/acme/traces/live?on=0", headers={"HX-Request": "true"})
     assert b"ws-connect" not in off.content and b'aria-pressed="false"' in off.content
     outsider = Client()
