@@ -8,6 +8,7 @@ switch the same code to Postgres, a ClickHouse server and Redis.
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -18,7 +19,11 @@ from .env import ConfigError, env_bool, env_float, env_int, env_list, env_str
 django_stubs_ext.monkeypatch()  # lets admin/queryset generics be subscripted at run time
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("OPENTRACY_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+# A source checkout keeps templates/, static/ and var/ beside manage.py; an installed package
+# (`pip install .`, the `opentracy` command) has them under <prefix>/share/opentracy and ./var.
+SOURCE_TREE = (BASE_DIR / "manage.py").is_file()
+ASSETS_DIR = BASE_DIR if SOURCE_TREE else Path(sys.prefix) / "share" / "opentracy"
+VAR_DIR = Path(env_str("OPENTRACY_VAR_DIR", str(BASE_DIR / "var" if SOURCE_TREE else Path.cwd() / "var"))).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -80,7 +85,7 @@ ASGI_APPLICATION = "opentracy_site.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [ASSETS_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -109,7 +114,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [ASSETS_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # collectstatic fills it; WhiteNoise expects it to exist
 LOGIN_URL = "login"
