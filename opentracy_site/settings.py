@@ -123,6 +123,9 @@ LOGOUT_REDIRECT_URL = "login"
 
 # ClickHouse: chDB in-process by default; http(s)://host:8123/db for a server.
 CLICKHOUSE_URL = env_str("CLICKHOUSE_URL", f"chdb:///{VAR_DIR / 'chdb'}")
+# A ClickHouse cluster's name (from its remote_servers config): tables become replicated per shard
+# behind Distributed tables of the same names (traces/ch_cluster.py). Empty: one server or chDB.
+CLICKHOUSE_CLUSTER = env_str("CLICKHOUSE_CLUSTER", "")
 if not CLICKHOUSE_URL.startswith(("chdb://", "http://", "https://")):
     raise ConfigError(f"CLICKHOUSE_URL must start with chdb://, http:// or https://, got {CLICKHOUSE_URL!r}")
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from django.conf import settings
+
 from opentracy_site import clickhouse
 from traces import ch_migrations
+
+from .ch_cluster import for_cluster
 
 LEDGER = """
 CREATE TABLE IF NOT EXISTS opentracy_migrations (name String, applied_at DateTime DEFAULT now())
@@ -18,9 +22,15 @@ def _names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(ch_migrations.__path__) if m.name.startswith("m"))
 
 
+def statements(statement: str) -> list[str]:
+    """The statement as run here: rewritten for CLICKHOUSE_CLUSTER when one is set (ch_cluster.py)."""
+    return for_cluster(statement, settings.CLICKHOUSE_CLUSTER) if settings.CLICKHOUSE_CLUSTER else [statement]
+
+
 def apply_migrations() -> list[str]:
     """Apply pending migrations in order; returns the names applied."""
-    clickhouse.command(LEDGER)
+    for ddl in statements(LEDGER):
+        clickhouse.command(ddl)
     _cols, rows = clickhouse.query("SELECT name FROM opentracy_migrations")
     done = {r[0] for r in rows}
     applied = []
@@ -29,7 +39,8 @@ def apply_migrations() -> list[str]:
             continue
         module = importlib.import_module(f"traces.ch_migrations.{name}")
         for statement in module.STATEMENTS:
-            clickhouse.command(statement)
+            for ddl in statements(statement):
+                clickhouse.command(ddl)
         clickhouse.insert("opentracy_migrations", [[name]], column_names=["name"])
         applied.append(name)
     return applied

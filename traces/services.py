@@ -14,6 +14,7 @@ from gateway.models import Project
 from opentracy_site import clickhouse
 
 from .ch_sql import ANNOTATION_COLUMNS, ANNOTATIONS_TABLE, MAX_RETENTION_DAYS, ROLLUP_TABLE, TRACES_TABLE
+from .migrations_ch import statements
 from .writer import get_writer
 
 
@@ -68,7 +69,6 @@ def retention_set(*, project: Project, days: int) -> None:
     project.retention_days = days
     project.save(update_fields=["retention_days"])  # the key cache drops the old value on save
     for table in (TRACES_TABLE, ROLLUP_TABLE):
-        clickhouse.command(
-            f"ALTER TABLE {table} UPDATE retention_days = {{days:UInt16}} WHERE project_id = {{project_id:UInt64}}",
-            {"days": days, "project_id": project.id},
-        )
+        update = f"ALTER TABLE {table} UPDATE retention_days = {{days:UInt16}} WHERE project_id = {{project_id:UInt64}}"
+        for statement in statements(update):  # on a cluster: the replicated local tables
+            clickhouse.command(statement, {"days": days, "project_id": project.id})
