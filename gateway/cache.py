@@ -1,6 +1,7 @@
 """In-memory caches for the hot path: API keys, aliases and credentials, so a request makes no
-database call once warm. Entries expire after OPENTRACY_CACHE_TTL_S (other processes' changes)
-and are dropped at once when this process saves a change (signals below)."""
+database call once warm. A saved change drops the cache at once in this process and, through
+Redis in the distributed mode, in every other (opentracy_site/invalidation.py; signals below);
+entries also expire after OPENTRACY_CACHE_TTL_S in case a message is missed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from opentracy_site import invalidation
 from traces.ch_sql import DEFAULT_RETENTION_DAYS
 
 from .crypto import decrypt, open_options
@@ -158,7 +160,7 @@ async def students(project_id: int) -> frozenset[str]:
 
 def students_changed() -> None:
     """Called by distillation when a student is approved or removed."""
-    _students.clear()
+    invalidation.changed("gateway.students")
 
 
 def clear_all() -> None:
@@ -166,17 +168,21 @@ def clear_all() -> None:
         c.clear()
 
 
+for _name, _cache in (("keys", _keys), ("aliases", _aliases), ("credentials", _credentials), ("students", _students)):
+    invalidation.register(f"gateway.{_name}", _cache.clear)
+
+
 @receiver([post_save, post_delete], sender=ApiKey)
 @receiver([post_save, post_delete], sender=Project)  # limits live on the project too
 def _api_key_changed(**kwargs: Any) -> None:
-    _keys.clear()
+    invalidation.changed("gateway.keys")
 
 
 @receiver([post_save, post_delete], sender=Alias)
 def _alias_changed(**kwargs: Any) -> None:
-    _aliases.clear()
+    invalidation.changed("gateway.aliases")
 
 
 @receiver([post_save, post_delete], sender=ProviderCredential)
 def _credential_changed(**kwargs: Any) -> None:
-    _credentials.clear()
+    invalidation.changed("gateway.credentials")

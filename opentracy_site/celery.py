@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opentracy_site.settings")
 
@@ -15,3 +16,12 @@ app.autodiscover_tasks()
 def ping() -> str:
     """Answered by whichever worker consumes the default queue; readiness and tests use it."""
     return "pong"
+
+
+@worker_init.connect
+def _listen_for_invalidations(**kwargs: object) -> None:
+    """Workers call the engine in-process (judging, naming, profile runs): their caches follow
+    the servers' changes too."""
+    from opentracy_site import invalidation
+
+    invalidation.start_listener()

@@ -11,11 +11,13 @@ from django.conf import settings
 from gateway.providers import http as upstream_http
 from traces.writer import get_writer
 
+from . import invalidation
 from .worker import start_embedded_worker, stop_embedded_worker
 
 
 async def startup() -> None:
     get_writer()
+    invalidation.start_listener()  # other replicas' changes to keys, aliases, policies (with REDIS_URL)
     if settings.OPENTRACY_EMBEDDED_WORKER:
         # Celery's Django fixup touches the DB as the worker initialises: not from the event loop.
         await asyncio.to_thread(start_embedded_worker)
