@@ -19,6 +19,7 @@ from .errors import GatewayError, model_not_found
 from .io import Receive, Send, authenticate, send_json, trace_headers
 from .messages import MessagesCall
 from .providers import PROVIDERS
+from .route import handle as route
 
 CALLS: dict[str, type[ChatCall]] = {
     "/v1/chat/completions": ChatCall,
@@ -62,6 +63,9 @@ async def gateway_app(scope: dict[str, Any], receive: Receive, send: Send) -> No
     call = CALLS.get(path) if method == "POST" else None
     if call is not None:
         await call(scope, receive, send, settings.OPENTRACY_MAX_BODY_BYTES).run()
+        return
+    if path == "/v1/route" and method == "POST":
+        await route(scope, receive, send)  # answers its own errors
         return
     try:
         if path == "/v1/models" and method == "GET":

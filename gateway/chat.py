@@ -26,7 +26,7 @@ from .errors import GatewayError, bad_gateway, bad_request
 from .failover import Failover, Outcome
 from .io import SSE_HEADERS, Headers, Receive, Send, authenticate, header, read_body, send_json, trace_headers
 from .providers.base import Credential, Provider, Target, redact
-from .resolve import check_retries, resolve
+from .resolve import Plan, check_retries, policy_ref, resolve, routed_plan
 from .stream import StreamAccumulator
 from .validation import validate_chat
 
@@ -97,6 +97,7 @@ class ChatCall:
     """One request's state: timing, the trace record, the response."""
 
     endpoint = "chat"
+    routes = True  # `auto` and router aliases pick the model per prompt (embeddings do not)
 
     def __init__(self, scope: dict[str, Any], receive: Receive, send: Send, max_body: int) -> None:
         self.scope, self.receive, self.send, self.max_body = scope, receive, send, max_body
@@ -107,6 +108,7 @@ class ChatCall:
         self.secrets: tuple[str, ...] = ()
         self.started = False  # response headers sent (a stream began)
         self.writer: Any = None
+        self.route_headers: Headers = []  # x-opentracy-route-* when a policy picked the model
         self.rec: dict[str, Any] = {"trace_id": self.trace_id, "timestamp": time.time(), "endpoint": self.endpoint}
 
     # ------------------------------------------------------------ format hooks
@@ -129,6 +131,9 @@ class ChatCall:
     def overhead_ms(self) -> float:
         return (perf_counter() - self.t0 - self.upstream_s) * 1000
 
+    def headers(self) -> Headers:
+        return [*trace_headers(self.trace_id, self.model, self.overhead_ms()), *self.route_headers]
+
     async def run(self) -> None:
         try:
             key = await authenticate(self.scope)
@@ -146,7 +151,7 @@ class ChatCall:
             if self.started:
                 await self.send({"type": "http.response.body", "body": self.writer.error(exc)})
             else:
-                headers = trace_headers(self.trace_id, self.model, self.overhead_ms())
+                headers = self.headers()
                 if exc.retry_after is not None:
                     headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
                 await send_json(self.send, exc.status, self.error_body(exc), headers)
@@ -181,12 +186,29 @@ class ChatCall:
             ) from None
         self._record_request(body)
         retries = self._retries_override(body)
-        plan = await resolve(key.project_id, body["model"], retries, settings.OPENTRACY_RETRIES)
+        plan = await self._plan(key.project_id, body, retries)
         self.model = plan.targets[0].name
         self.rec.update(resolved_model=self.model, provider=plan.targets[0].provider, alias=plan.alias)
         await limits.admit(key, body)
         failover = Failover(key.project_id, plan, await cache.credentials(key.project_id))
         await self._execute(failover, body)
+
+    async def _plan(self, project_id: int, body: dict[str, Any], retries: int | None) -> Plan:
+        """Resolve the model name; one that names a routing policy is routed for this prompt."""
+        ref = await policy_ref(project_id, body["model"]) if self.routes else None
+        if ref is None:
+            return await resolve(project_id, body["model"], retries, settings.OPENTRACY_RETRIES)
+        from routing import gateway as router  # numpy/scipy: imported by the first routed request
+
+        try:
+            decision = await router.decide_request(project_id, body, ref.policy)
+        except router.NoRoute as exc:
+            self.rec["route_policy"] = exc.policy
+            self.route_headers = [(b"x-opentracy-route-policy", exc.policy.encode())]
+            raise
+        self.rec.update(router.trace_fields(decision))
+        self.route_headers = router.headers(decision)
+        return routed_plan(decision.order, ref, retries, settings.OPENTRACY_RETRIES)
 
     async def _execute(self, failover: Failover, body: dict[str, Any]) -> None:
         try:
@@ -264,7 +286,7 @@ class ChatCall:
         self.rec["finish_reason"] = choice.get("finish_reason") or ""
         _usage(self.rec, data.get("usage"))
         payload = self.render(data, body)
-        await send_json(self.send, 200, payload, trace_headers(self.trace_id, self.model, self.overhead_ms()))
+        await send_json(self.send, 200, payload, self.headers())
 
     async def _watch_disconnect(self) -> None:
         while (await self.receive())["type"] != "http.disconnect":
@@ -277,7 +299,7 @@ class ChatCall:
         watcher = asyncio.ensure_future(self._watch_disconnect())
         try:
             self.rec["ttft_ms"] = (perf_counter() - self.t0) * 1000
-            headers: Headers = [*SSE_HEADERS, *trace_headers(self.trace_id, self.model, self.overhead_ms())]
+            headers: Headers = [*SSE_HEADERS, *self.headers()]
             await self.send({"type": "http.response.start", "status": 200, "headers": headers})
             self.started = True
             for chunk in held:

@@ -53,6 +53,7 @@ def _base64_floats(values: list[float]) -> str:
 
 class EmbeddingsCall(ChatCall):
     endpoint = "embeddings"
+    routes = False  # routing policies choose among chat models
 
     def parse(self, body: Any) -> dict[str, Any]:
         return validate_embeddings(body)

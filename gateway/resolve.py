@@ -1,5 +1,7 @@
 """Model addressing: `provider/model`, `provider@label/model` (one stored credential), a bare model
-name mapped to its provider, or an alias with its fallback chain and retry budget."""
+name mapped to its provider, or an alias with its fallback chain and retry budget. `auto`,
+`router/<policy>` and an alias whose target is `router/<policy>` name a routing policy instead: the
+router (routing/gateway.py) picks the targets per prompt, and `routed_plan` turns its order into a plan."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from .providers import PROVIDERS
 from .providers.base import Target
 
 MAX_RETRIES = 10
+AUTO = "auto"  # the project's default routing policy, else the built-in one
+ROUTER_PREFIX = "router/"
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,38 @@ async def resolve(project_id: int, requested: str, retries: int | None, default_
         await _check_student(project_id, target, requested)
     budget = retries if retries is not None else route.retries if route.retries is not None else default_retries
     return Plan(targets, budget, requested)
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """A request that names a routing policy: directly, or through an alias (whose fallbacks come
+    after the policy's candidates and whose retry budget applies)."""
+
+    policy: str | None  # None: the project's default policy
+    alias: str = ""
+    fallbacks: tuple[str, ...] = ()
+    retries: int | None = None
+
+
+async def policy_ref(project_id: int, requested: str) -> PolicyRef | None:
+    """The policy a requested model name routes through, or None for a plain model or alias. An
+    alias named `auto` keeps its meaning (aliases existed first)."""
+    route = (await cache.aliases(project_id)).get(requested)
+    if route is not None:
+        if route.target.startswith(ROUTER_PREFIX):
+            return PolicyRef(route.target.removeprefix(ROUTER_PREFIX), requested, route.fallbacks, route.retries)
+        return None
+    if requested == AUTO:
+        return PolicyRef(None)
+    if requested.startswith(ROUTER_PREFIX):
+        return PolicyRef(requested.removeprefix(ROUTER_PREFIX))
+    return None
+
+
+def routed_plan(order: list[str], ref: PolicyRef, retries: int | None, default_retries: int) -> Plan:
+    """The plan for a routing decision: its candidates best first (failover falls back down the
+    list), then the alias's own fallbacks."""
+    names = list(dict.fromkeys([*order, *ref.fallbacks]))
+    targets = tuple(_target(name, name) for name in names)
+    budget = retries if retries is not None else ref.retries if ref.retries is not None else default_retries
+    return Plan(targets, budget, ref.alias)

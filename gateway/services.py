@@ -13,7 +13,7 @@ from .crypto import encrypt, seal_options
 from .keys import generate_key, hash_key
 from .models import Alias, AliasChange, ApiKey, Membership, Project, ProviderCredential, validate_base_url
 from .providers import PROVIDERS
-from .resolve import MAX_RETRIES, parse_target
+from .resolve import MAX_RETRIES, ROUTER_PREFIX, parse_target
 
 
 def project_create(*, slug: str, name: str = "", owner: User | None = None) -> Project:
@@ -102,11 +102,22 @@ def credential_delete(*, credential: ProviderCredential) -> None:
     credential.delete()
 
 
-def _validate_target(target: str) -> None:
+def _validate_target(target: str, project: Project | None = None) -> None:
+    """A model the engine can address; with `project`, also `router/<policy>` naming one of its
+    routing policies (an alias's target, never a fallback: a policy orders its own candidates)."""
+    if project is not None and target.startswith(ROUTER_PREFIX):
+        from routing.models import RoutingPolicy
+
+        name = target.removeprefix(ROUTER_PREFIX)
+        if not RoutingPolicy.objects.filter(project=project, name=name).exists():
+            raise ValidationError(f"Alias target {target!r} names no routing policy of this project.")
+        return
+    if target.startswith(ROUTER_PREFIX):
+        raise ValidationError(f"Fallback {target!r}: a routing policy can only be an alias's target.")
     if parse_target(target) is None:
         raise ValidationError(
             f"Alias target {target!r} is not a known model; use provider/model or provider@label/model "
-            f"(providers: {', '.join(sorted(PROVIDERS))})."
+            f"(providers: {', '.join(sorted(PROVIDERS))}), or router/<policy> for a routing policy."
         )
 
 
@@ -122,7 +133,7 @@ def alias_set(
 ) -> Alias:
     """Create or re-point an alias, recording target changes in its history. `fallbacks` and
     `retries` are replaced when given (None keeps the alias's current ones)."""
-    _validate_target(target)
+    _validate_target(target, project)
     for fallback in fallbacks or ():
         _validate_target(fallback)
     if retries is not None and not 0 <= retries <= MAX_RETRIES:

@@ -139,6 +139,7 @@ def _clusters(policy: RoutingPolicy) -> tuple[tuple[str, ...], tuple[str, ...], 
 def prices(project_id: int, model: str) -> tuple[float, float]:
     """USD per 1k input and output tokens from the pricing table (overrides, then genai-prices)."""
     provider, _, name = model.partition("/")
+    provider = provider.partition("@")[0]  # `openai@eu/gpt-4o`: one stored credential, the same price
     inp = compute_cost(project_id=project_id, provider=provider, model=name, prompt=1000, completion=0, cached=0)[2]
     out = compute_cost(project_id=project_id, provider=provider, model=name, prompt=0, completion=1000, cached=0)[2]
     return (np.nan if inp is None else inp), (np.nan if out is None else out)
@@ -243,11 +244,12 @@ def decide(
     order = [c.models[j] for j in sorted(eligible, key=lambda j: (score[j], cost[j]))]
     informed = bool(c.profile.informed[:, eligible].any()) if eligible else False
     if order and not informed:
-        if c.default_model:
+        if c.default_model in order:
             order = [c.default_model, *(m for m in order if m != c.default_model)]
             notes.append(f"no profile data for any candidate: default model {c.default_model}")
         else:
-            notes.append("no profile data for any candidate and no default model: cheapest first")
+            why = f"default model {c.default_model} cannot take it" if c.default_model else "no default model"
+            notes.append(f"no profile data for any candidate and {why}: cheapest first")
             order = [c.models[j] for j in sorted(eligible, key=lambda j: cost[j])]
     if not order:
         raise NoCandidate(c.name, skipped)

@@ -41,6 +41,12 @@ TRACE_COLUMNS: dict[str, object] = {
     "attempts": [],
     "retries": 0,
     "fallbacks": 0,
+    # Auto-routing (ch_migrations/m0006): empty unless the request was routed by a policy.
+    "route_policy": "",
+    "route_cluster": "",
+    "route_predicted": {},
+    "route_decision_ms": 0.0,
+    "route_note": "",
     "user": "",
     "metadata": {},
     "tags": [],

@@ -74,6 +74,13 @@ TRACE = inline_serializer(
         "status": serializers.IntegerField(),
         "cost_total_usd": serializers.FloatField(allow_null=True),
         "latency_ms": serializers.FloatField(),
+        "route_policy": serializers.CharField(help_text='The routing policy that picked the model ("" if none).'),
+        "route_cluster": serializers.CharField(help_text="The prompt's most likely cluster when routed."),
+        "route_predicted": serializers.DictField(
+            child=serializers.FloatField(), help_text="Each candidate's predicted error when routed."
+        ),
+        "route_decision_ms": serializers.FloatField(),
+        "route_note": serializers.CharField(help_text="Why the router decided as it did (truncation, no data)."),
         "metadata": serializers.DictField(child=serializers.CharField()),
         "tags": serializers.ListField(child=serializers.CharField()),
         "feedback": serializers.JSONField(required=False),

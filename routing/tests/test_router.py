@@ -83,6 +83,9 @@ def test_no_profile_data_falls_back_to_the_default_model_and_says_so() -> None:
     d = router.decide(router.compile_policy(policy), _at(CODE))
     assert d.chosen == DEAR
     assert "no profile data" in d.notes[0]
+    unreachable = router.decide(router.compile_policy(policy), _at(CODE), reachable={CHEAP})
+    assert unreachable.order == [CHEAP]
+    assert "default model openai/fake-dear cannot take it: cheapest first" in unreachable.notes[0]
 
 
 def test_builtin_policy_routes_on_the_prior_from_day_zero() -> None:
