@@ -25,6 +25,9 @@ settings.OPENTRACY_TRACE_REPLAY_INTERVAL_S = 0.5
 settings.OPENTRACY_UPSTREAM_TIMEOUT_S = 2.0
 settings.OPENTRACY_RETRY_BACKOFF_S = 0.01  # retries stay real, without slow waits
 settings.OPENTRACY_LOCAL_MODEL_PRELOAD = False
+# The learner's 10-minute schedule would fire in the middle of unrelated tests; the beat tests
+# start their own beat on a short interval.
+settings.OPENTRACY_EMBEDDED_BEAT = False
 
 
 def free_port() -> int:

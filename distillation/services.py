@@ -418,6 +418,9 @@ def job_approve(*, job: DistillationJob, alias: str, user: Any = None) -> Studen
                     created_by=acting_user(user),
                 )
                 alias_set(project=job.project, name=alias, target=f"local/{student.name}", changed_by=_who(user))
+            from routing.learning import student_approved  # numpy/scipy: not at import time
+
+            student_approved(student=student)  # joins the routing policies that route to its teacher
             return student
         except IntegrityError:
             continue

@@ -136,6 +136,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"distillation.tasks.*": {"queue": "gpu"}}
 # Embedded mode runs the worker inside the server process; distributed mode runs `celery worker`.
 OPENTRACY_EMBEDDED_WORKER = env_bool("OPENTRACY_EMBEDDED_WORKER", not REDIS_URL)
+# ... and its periodic tasks (CELERY_BEAT_SCHEDULE) on a thread beside it; distributed: `celery beat`.
+OPENTRACY_EMBEDDED_BEAT = env_bool("OPENTRACY_EMBEDDED_BEAT", OPENTRACY_EMBEDDED_WORKER)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
@@ -186,6 +188,21 @@ OPENTRACY_LOCAL_MODEL_DIR = Path(env_str("OPENTRACY_LOCAL_MODEL_DIR", str(VAR_DI
 # Routing (routing/): threads for the router's prompt embedding; the built-in policy's λ.
 OPENTRACY_ROUTER_EMBED_THREADS = env_int("OPENTRACY_ROUTER_EMBED_THREADS", 2)
 OPENTRACY_ROUTER_DEFAULT_LAMBDA = env_float("OPENTRACY_ROUTER_DEFAULT_LAMBDA", 0.1)
+# The learner (routing/learning.py): routed traffic of the last N days (provider failures,
+# feedback) updates each policy's error profile every interval, on the default queue.
+OPENTRACY_ROUTER_LEARN_DAYS = env_int("OPENTRACY_ROUTER_LEARN_DAYS", 30)
+OPENTRACY_ROUTER_LEARN_INTERVAL_S = env_float("OPENTRACY_ROUTER_LEARN_INTERVAL_S", 600.0)
+if OPENTRACY_ROUTER_LEARN_DAYS < 1 or OPENTRACY_ROUTER_LEARN_INTERVAL_S <= 0:
+    raise ConfigError("OPENTRACY_ROUTER_LEARN_DAYS must be >= 1 and OPENTRACY_ROUTER_LEARN_INTERVAL_S > 0")
+# Periodic tasks: `celery -A opentracy_site beat` in distributed mode; in embedded mode a beat thread
+# runs beside the embedded worker (OPENTRACY_EMBEDDED_BEAT).
+CELERY_BEAT_SCHEDULE = {
+    "routing.learn_all": {
+        "task": "routing.learn_all",
+        "schedule": OPENTRACY_ROUTER_LEARN_INTERVAL_S,
+        "options": {"queue": "default"},
+    },
+}
 OPENTRACY_TRACE_BATCH_SIZE = env_int("OPENTRACY_TRACE_BATCH_SIZE", 1000)
 OPENTRACY_TRACE_FLUSH_INTERVAL_S = env_float("OPENTRACY_TRACE_FLUSH_INTERVAL_S", 1.0)
 OPENTRACY_TRACE_QUEUE_SIZE = env_int("OPENTRACY_TRACE_QUEUE_SIZE", 50_000)

@@ -1,6 +1,11 @@
 """The embedded Celery worker: in embedded mode the server process consumes the `default` and
 `gpu` queues from the in-memory broker on a thread pool, so tasks stay plain Celery tasks and
-distributed mode only changes the broker URL and runs `celery worker` processes."""
+distributed mode only changes the broker URL and runs `celery worker` processes.
+
+Periodic tasks (CELERY_BEAT_SCHEDULE) run the same way: Celery's beat service on a thread of this
+process (a beat process would not share the in-memory broker), with the in-memory scheduler (no
+schedule file: after a restart each entry first fires one interval later). Distributed mode runs
+one `celery -A opentracy_site beat` instead."""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ import logging
 import threading
 from typing import Any
 
+from django.conf import settings
+
 from .celery import app
 
 log = logging.getLogger(__name__)
 _worker: Any = None
+_beat: Any = None
 
 
 def start_embedded_worker(concurrency: int = 2) -> Any:
@@ -31,11 +39,35 @@ def start_embedded_worker(concurrency: int = 2) -> Any:
     threading.Thread(target=worker.start, name="celery-embedded", daemon=True).start()
     _worker = worker
     log.info("embedded Celery worker consuming default and gpu (broker %s)", app.conf.broker_url)
+    if settings.OPENTRACY_EMBEDDED_BEAT:
+        start_embedded_beat()
     return worker
+
+
+def start_embedded_beat() -> Any:
+    """Celery beat on a daemon thread (it wakes at least every second, so it stops promptly)."""
+    global _beat
+    if _beat is not None:
+        return _beat
+    from celery.beat import EmbeddedService
+
+    beat = EmbeddedService(app, thread=True, scheduler_cls="celery.beat:Scheduler")
+    beat.start()
+    _beat = beat
+    log.info("embedded Celery beat: %s", ", ".join(sorted(app.conf.beat_schedule)) or "nothing scheduled")
+    return beat
+
+
+def stop_embedded_beat() -> None:
+    global _beat
+    if _beat is not None:
+        _beat.stop()
+        _beat = None
 
 
 def stop_embedded_worker() -> None:
     global _worker
+    stop_embedded_beat()
     if _worker is not None:
         _worker.stop(in_sighandler=False)
         _worker = None
