@@ -67,4 +67,6 @@ urlpatterns = [
     path("", include("datasets.dataset_urls")),
     # Distillation: jobs, approval and the pages (distillation/urls.py).
     path("", include("distillation.urls")),
+    # Routing: policies, profile runs and the Routing page (routing/urls.py).
+    path("", include("routing.urls")),
 ]

@@ -26,6 +26,8 @@ _KINDS = {
     "dataset_detail": "datasets_list",  # a dataset belongs to one project: the other's list
     "distillation_jobs": "distillation_jobs",
     "distillation_job": "distillation_jobs",  # a job belongs to one project: the other's list
+    "routing": "routing",
+    "routing_policy": "routing",  # a policy belongs to one project: the other's list
 }
 
 
@@ -100,6 +102,7 @@ def project_nav(context: template.Context) -> dict[str, Any]:
                 reverse("distillation_jobs", args=[here.slug]),
                 kind == "distillation_jobs" and bool(current),
             ),
+            ("Routing", reverse("routing", args=[here.slug]), kind == "routing" and bool(current)),
             ("Providers", reverse("credentials", args=[here.slug]), kind == "credentials" and bool(current)),
             ("Settings", reverse("project_settings", args=[here.slug]), kind == "project_settings" and bool(current)),
         ]
