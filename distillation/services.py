@@ -438,6 +438,9 @@ def job_rollback(*, job: DistillationJob, user: Any = None) -> str:
         now = current.target if current else "nothing"
         raise ValidationError(f"Alias {student.alias!r} now points at {now}, not {student.name}: nothing to roll back.")
     target = f"local/{student.name}"
+    from routing.learning import student_leave  # numpy/scipy: not at import time
+
+    student_leave(student=student)  # routing policies stop choosing it too
     last = AliasChange.objects.filter(project=job.project, name=student.alias).first()
     if last is not None and (last.from_target, last.to_target) == (student.replaced_target, target):
         restored = alias_rollback(project=job.project, name=student.alias, changed_by=_who(user))

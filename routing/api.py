@@ -108,9 +108,12 @@ class PolicyDetailApi(APIView):
             raise drf_error(exc) from exc
         return Response(selectors.policy_detail(policy))
 
-    @extend_schema(responses={204: None}, operation_id="routing_policies_destroy")
+    @extend_schema(responses={204: None, 400: None}, operation_id="routing_policies_destroy")
     def delete(self, request: Request, pk: int) -> Response:
-        services.policy_delete(policy=_policy(request_project(request), pk))
+        try:
+            services.policy_delete(policy=_policy(request_project(request), pk))
+        except DjangoValidationError as exc:
+            raise drf_error(exc) from exc
         return Response(status=204)
 
 

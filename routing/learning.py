@@ -340,6 +340,25 @@ def student_join(*, student: Any) -> list[int]:
     return [p.pk for p in policies]
 
 
+def student_leave(*, student: Any) -> list[int]:
+    """Take a rolled-back student out of its project's policies (candidate and cells), so routing
+    stops sending traffic to a model the people who approved it have withdrawn. Returns the ids
+    of the policies it left."""
+    model = f"local/{student.name}"
+    left = []
+    with transaction.atomic():
+        for policy in RoutingPolicy.objects.select_for_update().filter(project_id=student.project_id):
+            if model in policy.candidates:
+                policy.candidates = [c for c in policy.candidates if c != model]
+                if policy.default_model == model:
+                    policy.default_model = ""
+                policy.save(update_fields=["candidates", "default_model", "updated_at"])
+                left.append(policy.pk)
+        ProfileCell.objects.filter(policy__project_id=student.project_id, model=model).delete()
+    cells_changed()
+    return left
+
+
 def student_approved(*, student: Any) -> None:
     """Called by distillation's approval: the student joins its project's policies once the
     approval commits, on the worker (embedding its evaluation rows loads the router's model)."""

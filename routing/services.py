@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from datasets.models import ClusteringRun
 from distillation.models import Student
 from distillation.serving import looks_like_student
-from gateway.models import Project
+from gateway.models import Alias, Project
 from gateway.providers import PROVIDERS
 from gateway.providers.local_embed import EMBED_MODEL
 from gateway.resolve import parse_target
@@ -174,6 +174,8 @@ def policy_check(*, policy: RoutingPolicy, data: dict[str, Any]) -> None:
             errors.add("name", f"`{BUILTIN_NAME}` names the built-in policy; choose another name.")
         elif RoutingPolicy.objects.filter(project=project, name=name).exclude(pk=policy.pk).exists():
             errors.add("name", f"This project already has a policy named {name!r}.")
+        elif policy.pk and name != policy.name and (users := routed_aliases(policy)):
+            errors.add("name", f"Aliases {users} route through `router/{policy.name}`: re-point them first.")
         policy.name = name
     if "candidates" in data:
         policy.candidates = _candidates(project, data["candidates"], errors)
@@ -262,6 +264,16 @@ def policy_update(*, policy: RoutingPolicy, data: dict[str, Any]) -> RoutingPoli
     return policy_save(policy=policy)
 
 
+def routed_aliases(policy: RoutingPolicy) -> str:
+    """The aliases whose target is this policy, as a list for a message ('' when none)."""
+    aliases = Alias.objects.filter(project_id=policy.project_id, target=f"router/{policy.name}")
+    names = aliases.values_list("name", flat=True)
+    return ", ".join(f"`{n}`" for n in sorted(names))
+
+
 def policy_delete(*, policy: RoutingPolicy) -> None:
-    """Its cells and profile runs go with it; `model="auto"` falls back to the built-in policy."""
+    """Its cells and profile runs go with it; `model="auto"` falls back to the built-in policy. A
+    policy an alias routes through is kept: deleting it would break that alias's every request."""
+    if users := routed_aliases(policy):
+        raise ValidationError(f"Aliases {users} route through `router/{policy.name}`: re-point or delete them first.")
     policy.delete()

@@ -163,7 +163,11 @@ def policy_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def policy_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = member_of(request, slug).project
     policy = _policy(project, pk)
-    services.policy_delete(policy=policy)
+    try:
+        services.policy_delete(policy=policy)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("routing_policy", slug, pk)
     messages.success(request, f"Policy {policy.name} deleted.")
     return redirect("routing", slug)
 

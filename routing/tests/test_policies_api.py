@@ -382,3 +382,21 @@ def test_a_policy_made_through_the_api_routes_live_traffic(client: Any, server_u
     assert detail["traffic"]["requests"] == 2
     assert detail["traffic"]["shares"] == {"openai/router-cheap": 0.5, "openai/router-dear": 0.5}
     assert detail["savings"]["requests"] == 2
+
+
+def test_a_policy_an_alias_routes_through_is_not_deleted_or_renamed(people: dict[str, Any]) -> None:
+    from gateway.services import alias_set
+
+    owner = logged_in(people["owner"])
+    created = _create(owner, name="routed").json()
+    alias_set(project=people["project"], name="smart", target="router/routed", changed_by="test")
+    url = f"/api/routing/policies/{created['id']}"
+    refused = owner.delete(url)
+    assert refused.status_code == 400
+    message = "Aliases `smart` route through `router/routed`: re-point or delete them first."
+    assert refused.json() == {"detail": [message]}
+    renamed = owner.patch(url, {"name": "renamed"}, content_type=JSON)
+    assert renamed.status_code == 400 and "re-point them first" in renamed.json()["name"][0]
+    assert RoutingPolicy.objects.filter(pk=created["id"], name="routed").exists()
+    alias_set(project=people["project"], name="smart", target=DEAR, changed_by="test")
+    assert owner.delete(url).status_code == 204

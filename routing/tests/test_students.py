@@ -91,6 +91,11 @@ def test_an_approved_student_joins_the_policies_of_its_teacher(people: dict[str,
     assert joins.candidates == [TEACHER, OTHER, model]
     assert student_cells(joins, model) == {CODE: (1, 2), SCIENCE: (1, 2)}
 
+    # Rolling the approval back takes the student out of the policy again, cells and all.
+    assert S.job_rollback(job=student.job, user=people["owner"]) == ""  # the alias the approval made goes
+    joins.refresh_from_db()
+    assert joins.candidates == [TEACHER, OTHER] and not student_cells(joins, model)
+
 
 def test_a_student_replacing_its_teachers_own_alias_still_finds_its_policies(
     people: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
