@@ -11,12 +11,15 @@ import numpy as np
 from django.db.models import QuerySet
 
 from datasets import embedding_cache, prompts
+from distillation.models import Student
 from gateway.models import Project
+from gateway.resolve import parse_target
+from gateway.selectors import alias_get
 from opentracy_site import clickhouse
 from traces.ch_sql import TRACES_TABLE
 
 from .models import ProfileRun, RoutingPolicy
-from .router import LAMBDAS, Compiled, compile_policy, curve
+from .router import BUILTIN_NAME, LAMBDAS, Compiled, builtin_policy, compile_policy, curve, prices
 
 SAMPLE_SIZE = 500  # recent prompts the curve is predicted over
 SAMPLE_DAYS = 30  # how far back "recent" reaches
@@ -261,3 +264,72 @@ def policy_detail(policy: RoutingPolicy) -> dict[str, Any]:
 
 def _finite(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
+
+
+# ---------------------------------------------------------------- the overview's "saved" tile
+
+
+def _teacher_of(student: Any) -> str:
+    """The model a student stands in for: what its approval replaced, else its job's teacher, an
+    alias followed to its model."""
+    for name in (student.replaced_target, student.job.teacher):
+        alias = alias_get(project=student.project, name=name) if name else None
+        model = alias.target if alias is not None else name
+        if model and not model.startswith(("local/", "router/")) and parse_target(model) is not None:
+            return model
+    return ""
+
+
+def saved_in_window(project_id: int, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    """What routing and distilled students saved over a window, in USD: routed answers against
+    their tokens at the policy's dearest candidate's price, and a student's answers (free: they run
+    here) against their tokens at its teacher's price. Answers without a price are left out."""
+    window = "project_id = {project_id:UInt64} AND status = 200"
+    params: dict[str, Any] = {"project_id": project_id}
+    if since is not None:
+        window += " AND timestamp >= {since:DateTime64(3, 'UTC')}"
+        params["since"] = since
+    if until is not None:
+        window += " AND timestamp < {until:DateTime64(3, 'UTC')}"
+        params["until"] = until
+    _cols, routed = clickhouse.query(
+        "SELECT route_policy, sum(prompt_tokens), sum(completion_tokens), sum(cost_total_usd)"  # noqa: S608
+        f" FROM {TRACES_TABLE} WHERE {window} AND route_policy != '' AND cost_total_usd IS NOT NULL"
+        " GROUP BY route_policy",
+        params,
+    )
+    routing_usd = 0.0
+    for name, pt, ct, cost in routed:
+        policy = RoutingPolicy.objects.filter(project_id=project_id, name=name).first()
+        if policy is None and name == BUILTIN_NAME:
+            policy = builtin_policy(project_id)
+        if policy is None:  # deleted since: no candidates to compare with
+            continue
+        baselines = [(i * pt + o * ct) / 1000 for i, o in (prices(project_id, m) for m in policy.candidates)]
+        known = [b for b in baselines if not np.isnan(b)]
+        if known:
+            routing_usd += max(known) - float(cost)
+    _cols, local = clickhouse.query(
+        "SELECT resolved_model, sum(prompt_tokens), sum(completion_tokens)"  # noqa: S608
+        f" FROM {TRACES_TABLE} WHERE {window} AND route_policy = '' AND startsWith(resolved_model, 'local/')"
+        " GROUP BY resolved_model",
+        params,
+    )
+    students = {
+        f"local/{s.name}": s
+        for s in Student.objects.filter(project_id=project_id, name__in=[m[6:] for m, _p, _c in local])
+        .select_related("job", "project")
+    }
+    distillation_usd = 0.0
+    for model, pt, ct in local:
+        teacher = _teacher_of(students[model]) if model in students else ""
+        if teacher:
+            i, o = prices(project_id, teacher)
+            if not np.isnan(i) and not np.isnan(o):
+                distillation_usd += (i * pt + o * ct) / 1000
+    return {
+        "routing_usd": round(routing_usd, 6),
+        "distillation_usd": round(distillation_usd, 6),
+        "total_usd": round(routing_usd + distillation_usd, 6),
+        "active": bool(routed or students),
+    }

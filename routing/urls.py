@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/routing/profile-runs/<int:pk>/start", api.ProfileRunStartApi.as_view()),
     path("api/routing/profile-runs/<int:pk>/cancel", api.ProfileRunCancelApi.as_view()),
     path("projects/<slug:slug>/routing", views.policy_list, name="routing"),
+    path("projects/<slug:slug>/overview/saved", views.overview_saved, name="overview_saved"),
     path("projects/<slug:slug>/routing/<int:pk>", views.policy_detail, name="routing_policy"),
     path("projects/<slug:slug>/routing/<int:pk>/delete", views.policy_delete, name="routing_policy_delete"),
     path("projects/<slug:slug>/routing/<int:pk>/profile", views.profile_estimate, name="routing_profile_estimate"),

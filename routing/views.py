@@ -23,6 +23,7 @@ from datasets.models import ClusteringRun
 from gateway.models import Project
 from gateway.selectors import aliases_for_project
 from gateway.views import member_of
+from traces.filters import FilterError, parse_filters
 
 from . import profile_runs, selectors, services
 from .capabilities import CAPABILITIES
@@ -218,3 +219,17 @@ def run_action(request: HttpRequest, slug: str, pk: int, action: str) -> HttpRes
     if getattr(request, "htmx", False):
         return render(request, "routing/_run.html", {"project": project, "run": run})
     return redirect(reverse("routing_policy", args=[slug, run.policy_id]) + "#profile-runs")
+
+
+@login_required
+@require_GET
+def overview_saved(request: HttpRequest, slug: str) -> HttpResponse:
+    """The overview's "saved by routing/distillation" tile, loaded after the page (htmx): it reads
+    raw traces, which the overview's own queries (on the hourly rollup) never do."""
+    project = member_of(request, slug).project
+    try:
+        filters = parse_filters(request.GET, default_range="24h")
+    except FilterError:
+        filters = None
+    saved = selectors.saved_in_window(project.id, filters.since, filters.until) if filters else None
+    return render(request, "routing/_saved_tile.html", {"saved": saved})

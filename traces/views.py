@@ -87,6 +87,7 @@ def overview(request: HttpRequest, slug: str) -> HttpResponse:
             context.update(dashboard.overview(project_id=project.id, filters=context["filters"]))
             query = {k: v for k, v in context["filters"].query_dict().items() if k != "model"}
             context["list_query"] = urlencode(query)
+            context["saved_query"] = urlencode(context["filters"].query_dict())
         except ValueError as exc:  # a custom window too long for its buckets
             context["errors"] = {"since": str(exc)}
     return render(request, "traces/overview.html", context, status=400 if context["errors"] else 200)

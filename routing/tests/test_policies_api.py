@@ -232,6 +232,52 @@ def test_traffic_and_savings_from_routed_traces(people: dict[str, Any]) -> None:
     assert detail["prices"][DEAR] == {"input_per_1k": 0.0025, "output_per_1k": 0.01}
 
 
+def test_the_overview_tile_adds_up_routing_and_distillation_savings(people: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    project = people["project"]
+    set_prices(project)
+    owner = logged_in(people["owner"])
+    name = unique("saved")
+    _create(owner, name=name)
+    bot = student(people, unique("bot"))  # its job's teacher is DEAR
+    # Far in the past, in a window of their own: chDB outlives each test's database.
+    local = routed(project.id, "", f"local/{bot.name}", hours_ago=500, prompt_tokens=2000, completion_tokens=200)
+    local.update(provider="local", cost_total_usd=None, route_policy="")
+    write(
+        [
+            routed(project.id, name, CHEAP, hours_ago=500, cost=None, prompt_tokens=1000, completion_tokens=100),
+            routed(project.id, name, DEAR, hours_ago=500, cost=None, prompt_tokens=500, completion_tokens=50),
+            local,
+        ]
+    )
+
+    def usd(model: str, pt: int, ct: int) -> float:
+        inp, out = PRICES[model]
+        return float((pt * inp + ct * out) / 1_000_000)
+
+    now = datetime.now(UTC)
+    saved = selectors.saved_in_window(project.id, now - timedelta(hours=510), now - timedelta(hours=490))
+    routing = usd(DEAR, 1500, 150) - usd(CHEAP, 1000, 100) - usd(DEAR, 500, 50)
+    assert saved["routing_usd"] == pytest.approx(routing, abs=1e-6)
+    assert saved["distillation_usd"] == pytest.approx(usd(DEAR, 2000, 200), abs=1e-6)
+    assert saved["total_usd"] == pytest.approx(saved["routing_usd"] + saved["distillation_usd"], abs=1e-6)
+    assert saved["active"]
+    # On the overview: a tile loaded after the page, for the page's window; outsiders get nothing.
+    page = owner.get("/projects/acme/overview", {"range": "24h"}).content.decode()
+    assert 'hx-get="/projects/acme/overview/saved?range=24h"' in page
+    tile = owner.get(
+        "/projects/acme/overview/saved",
+        {
+            "range": "custom",
+            "since": f"{now - timedelta(hours=510):%Y-%m-%dT%H:%M:%SZ}",
+            "until": f"{now - timedelta(hours=490):%Y-%m-%dT%H:%M:%SZ}",
+        },
+    ).content.decode()
+    assert f'data-value="{saved["total_usd"]}"' in tile and "routing $" in tile
+    assert logged_in(people["outsider"]).get("/projects/acme/overview/saved").status_code == 404
+
+
 def test_profile_runs(people: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     enqueued: list[int] = []
     monkeypatch.setattr(profile_runs, "_enqueue", enqueued.append)  # the task itself: routing/tests of the learner

@@ -314,7 +314,9 @@ def test_overview_shows_the_totals_of_by_model(people: dict[str, Any], traffic: 
     lat = [totals["latency_p50_ms"], totals["latency_p95_ms"], totals["latency_p99_ms"]]
     assert [float(v) for v in tile(html, "latency").split()] == lat
     assert tile(html, "tokens") == f"{totals['prompt_tokens']} {totals['completion_tokens']}"
-    assert tile(html, "saved") == "0" and "Saved by routing/distillation" in html
+    assert 'hx-get="/projects/acme/overview/saved?range=24h"' in html  # loaded after the page
+    saved = b.get("/projects/acme/overview/saved", {"range": "24h"}).content.decode()
+    assert tile(saved, "saved") == "0" and "available once routing or a distilled model serves traffic" in saved
     assert "<b>16.7%</b>" in html  # 1 error in 6
     # Charts: the series embedded as JSON for uPlot, with every request counted.
     series = resp.context["chart"]
