@@ -26,6 +26,7 @@ from jsonschema.exceptions import SchemaError
 
 from gateway.internal import InternalCallError, chat_sync, reply_text
 from gateway.selectors import alias_get
+from opentracy_site import progress as job_progress
 
 from .curation import CurationError, acting_user
 from .models import DatasetRow, DatasetVersion, JudgeRun, Verdict
@@ -142,6 +143,8 @@ def judge_run_cancel(*, run: JudgeRun) -> JudgeRun:
         status=JudgeRun.Status.CANCELLED, message="Cancelled before it started.", finished_at=timezone.now()
     )
     run.refresh_from_db()
+    if run.status == JudgeRun.Status.CANCELLED:  # cancelled at once: a live page learns it here
+        job_progress.publish("judge", run.pk, status=run.status, message=run.message)
     return run
 
 
@@ -362,6 +365,7 @@ def judge_run_execute(*, run: JudgeRun) -> JudgeRun:
     run.refresh_from_db()
     if not claimed:
         return run  # finished already (a duplicate delivery)
+    job_progress.publish("judge", run.pk, status="running", progress=run.progress)
     rows = run.version.rows.exclude(status=DatasetRow.Status.DROP).order_by("pk")
     total = rows.count()
     done_ids = set(
@@ -377,6 +381,7 @@ def judge_run_execute(*, run: JudgeRun) -> JudgeRun:
             _save(run, row, outcome)
         if i % PROGRESS_EVERY == 0 or i == total:
             JudgeRun.objects.filter(pk=run.pk).update(progress=i / total if total else 1.0)
+            job_progress.publish("judge", run.pk, progress=i / total if total else 1.0)
             if JudgeRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
                 return _finish(run, JudgeRun.Status.CANCELLED, f"Cancelled after {i} of {total} rows.")
     message = f"Judged {total} rows" + (f"; {errors} could not be judged (see their errors)." if errors else ".")
@@ -388,14 +393,18 @@ def _finish(run: JudgeRun, status: str, message: str) -> JudgeRun:
     if status == JudgeRun.Status.DONE:
         fields["progress"] = 1.0
     JudgeRun.objects.filter(pk=run.pk).update(**fields)
+    job_progress.publish("judge", run.pk, **fields)
     run.refresh_from_db()
     return run
 
 
 def judge_run_fail(*, run_id: int, message: str) -> None:
-    JudgeRun.objects.filter(pk=run_id).exclude(status__in=[JudgeRun.Status.DONE, JudgeRun.Status.CANCELLED]).update(
-        status=JudgeRun.Status.FAILED, message=message[:2000], finished_at=timezone.now()
-    )
+    if (
+        JudgeRun.objects.filter(pk=run_id)
+        .exclude(status__in=[JudgeRun.Status.DONE, JudgeRun.Status.CANCELLED])
+        .update(status=JudgeRun.Status.FAILED, message=message[:2000], finished_at=timezone.now())
+    ):
+        job_progress.publish("judge", run_id, status="failed", message=message)
 
 
 def judge_summary(*, run: JudgeRun) -> dict[str, int]:

@@ -26,6 +26,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from gateway.models import Project
+from opentracy_site import progress as job_progress
 from traces.filters import FilterError, TraceFilters, parse_filters
 
 from . import cluster_store, clustering, embedding_cache, naming, prompts
@@ -144,6 +145,8 @@ def run_cancel(*, run: ClusteringRun) -> ClusteringRun:
                          message="Cancelled before it started."):  # fmt: skip
         ClusteringRun.objects.filter(pk=run.pk).update(cancel_requested=True)
     run.refresh_from_db()
+    if run.finished:  # cancelled at once: a live page learns it here, not from a worker
+        job_progress.publish("clustering", run.pk, status=run.status, message=run.message)
     return run
 
 
@@ -151,6 +154,7 @@ def _set(run: ClusteringRun, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(run, name, value)
     ClusteringRun.objects.filter(pk=run.pk).update(**fields)
+    job_progress.publish("clustering", run.pk, **fields)
 
 
 def _phase(run: ClusteringRun, phase: str) -> None:
@@ -171,6 +175,7 @@ def run_execute(*, run_id: int) -> ClusteringRun | None:
     )
     if not claimed:
         return None
+    job_progress.publish("clustering", run_id, status="running", phase="selecting", progress=0.0)
     run = ClusteringRun.objects.select_related("project").get(pk=run_id)
     try:
         _pipeline(run)

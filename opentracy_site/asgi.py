@@ -17,7 +17,8 @@ from django.core.asgi import get_asgi_application
 django_app = get_asgi_application()
 
 from gateway.asgi import gateway_app  # noqa: E402
-from opentracy_site import lifecycle  # noqa: E402
+from opentracy_site import lifecycle, progress  # noqa: E402
+from opentracy_site.progress_consumer import websocket_urlpatterns as progress_ws  # noqa: E402
 from traces import live as traces_live  # noqa: E402
 from traces.routing import websocket_urlpatterns as traces_ws  # noqa: E402
 
@@ -38,6 +39,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
             try:
                 await lifecycle.startup()
                 traces_live.bind_running_loop()  # the live tail sends on this loop
+                progress.bind_running_loop()  # so do jobs' progress events
             except Exception as exc:
                 log.exception("start-up failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -52,7 +54,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
 application = ProtocolTypeRouter(
     {
         "http": http,
-        "websocket": AuthMiddlewareStack(URLRouter([*traces_ws])),
+        "websocket": AuthMiddlewareStack(URLRouter([*traces_ws, *progress_ws])),
         "lifespan": lifespan,
     }
 )

@@ -33,6 +33,7 @@ from datasets.selectors import cluster_member_ids
 from gateway.internal import InternalCallError, chat_sync, reply_text
 from gateway.resolve import parse_target
 from gateway.selectors import alias_get
+from opentracy_site import progress as job_progress
 from traces.cost import compute_cost
 
 from . import prior
@@ -217,13 +218,18 @@ def profile_run_cancel(*, run: ProfileRun) -> ProfileRun:
     ):
         ProfileRun.objects.filter(pk=run.pk).update(cancel_requested=True)
     run.refresh_from_db()
+    if run.finished:  # cancelled at once: a live page learns it here, not from a worker
+        job_progress.publish("profile", run.pk, status=run.status, message=run.message)
     return run
 
 
 def profile_run_fail(*, run_id: int, message: str) -> None:
-    ProfileRun.objects.filter(pk=run_id).exclude(status__in=ProfileRun.FINISHED).update(
-        status=ProfileRun.Status.FAILED, message=message[:2000], finished_at=timezone.now()
-    )
+    if (
+        ProfileRun.objects.filter(pk=run_id)
+        .exclude(status__in=ProfileRun.FINISHED)
+        .update(status=ProfileRun.Status.FAILED, message=message[:2000], finished_at=timezone.now())
+    ):
+        job_progress.publish("profile", run_id, status="failed", message=message)
 
 
 # ---------------------------------------------------------------- running
@@ -243,6 +249,7 @@ class Progress:
         """One call done: progress saved, a cancel request honoured before the next call."""
         self.done += 1
         ProfileRun.objects.filter(pk=self.run.pk).update(progress=min(1.0, self.done / max(1, self.planned)))
+        job_progress.publish("profile", self.run.pk, progress=min(1.0, self.done / max(1, self.planned)))
         if ProfileRun.objects.filter(pk=self.run.pk, cancel_requested=True).exists():
             raise Cancelled
 
@@ -361,6 +368,7 @@ def execute(*, run_id: int) -> ProfileRun | None:
         status=ProfileRun.Status.RUNNING, started_at=timezone.now()
     ):
         return None
+    job_progress.publish("profile", run_id, status="running", progress=0.0)
     run = ProfileRun.objects.select_related("policy__project").get(pk=run_id)
     sampled = sample(run.policy, run.per_cluster)
     candidates = len(dict.fromkeys(run.policy.candidates))
@@ -384,5 +392,6 @@ def execute(*, run_id: int) -> ProfileRun | None:
     if status == ProfileRun.Status.DONE:
         fields["progress"] = 1.0
     ProfileRun.objects.filter(pk=run_id).update(**fields)
+    job_progress.publish("profile", run_id, **fields)
     run.refresh_from_db()
     return run

@@ -98,7 +98,12 @@ def test_the_progress_fragment_polls_while_running_and_cancel_stops_it(people: d
     fragment = owner.get(f"/projects/acme/clusters/runs/{run.pk}/progress?polling=1", headers=HTMX)
     html = fragment.content.decode()
     assert fragment.status_code == 200 and "HX-Refresh" not in fragment
-    assert 'hx-trigger="every 1s"' in html and "embedding" in html and "42%" in html
+    assert (
+        'hx-trigger="every 1s [!this.dataset.live]"' in html
+        and "progress/clustering/" in html
+        and "embedding" in html
+        and "42%" in html
+    )
     cancelled = owner.post(f"/projects/acme/clusters/runs/{run.pk}/cancel", headers=HTMX).content.decode()
     assert "Cancelling" in cancelled
     run.refresh_from_db()

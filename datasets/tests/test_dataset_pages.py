@@ -135,7 +135,12 @@ def test_bulk_freeze_judge_and_override(
     r = owner.post(f"{base}/judge", {"kind": "json", "version": "1"}, headers=HTMX)
     run = JudgeRun.objects.get()
     started = r.content.decode()  # rendered as queued (the task runs on commit): it polls
-    assert r.status_code == 200 and f'id="judge-run-{run.pk}"' in started and 'hx-trigger="every 1s"' in started
+    assert (
+        r.status_code == 200
+        and f'id="judge-run-{run.pk}"' in started
+        and 'hx-trigger="every 1s [!this.dataset.live]"' in started
+    )
+    assert f'data-progress="/ws/projects/acme/progress/judge/{run.pk}"' in started
     progress = owner.get(f"{base}/judge/{run.pk}").content.decode()
     assert "done" in progress and "1 passed · 2 flagged" in progress and "every 1s" not in progress
     bad = owner.post(f"{base}/judge", {"kind": "regex", "pattern": "("}, headers=HTMX)

@@ -127,10 +127,14 @@ def test_profile_run_estimate_start_and_progress(people: dict[str, Any], monkeyp
     started = member.post(f"/projects/acme/routing/runs/{run.pk}/start", HTTP_HX_REQUEST="true")
     fragment = started.content.decode()
     assert started.status_code == 200 and "<html" not in fragment and enqueued == [run.pk]
-    assert f'hx-get="/projects/acme/routing/runs/{run.pk}"' in fragment and 'hx-trigger="every 2s"' in fragment
+    assert (
+        f'hx-get="/projects/acme/routing/runs/{run.pk}"' in fragment
+        and 'hx-trigger="every 2s [!this.dataset.live]"' in fragment
+    )
+    assert f'data-progress="/ws/projects/acme/progress/profile/{run.pk}"' in fragment
     ProfileRun.objects.filter(pk=run.pk).update(status="running", progress=0.25)
     polled = member.get(f"/projects/acme/routing/runs/{run.pk}", HTTP_HX_REQUEST="true").content.decode()
-    assert 'value="0.25"' in polled and "25.0%" in polled and 'hx-trigger="every 2s"' in polled
+    assert 'value="0.25"' in polled and "25.0%" in polled and 'hx-trigger="every 2s [!this.dataset.live]"' in polled
     ProfileRun.objects.filter(pk=run.pk).update(status="done", progress=1.0, results={"judged": 7, "failed": 1,
                                                                                      "cost_usd": 0.0})  # fmt: skip
     done = member.get(f"/projects/acme/routing/runs/{run.pk}", HTTP_HX_REQUEST="true").content.decode()
