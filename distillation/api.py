@@ -1,7 +1,8 @@
 """The distillation REST API, scoped to the caller's project (an engine key's project, or a
 member's session with `?project=<slug>`): create a job (its estimate first: `?dry_run=1` or
 `"start": false`), read its progress, metrics and evaluation, cancel, start again, approve (re-point
-an alias at the trained student) and roll back. Another project's job is 404."""
+an alias at the trained student, served in-process or by vLLM), roll back, and export the adapter or
+the merged model as a zip. Another project's job is 404."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
@@ -21,8 +23,9 @@ from datasets.api import drf_error
 from datasets.models import DatasetVersion
 from gateway.auth import request_project
 from gateway.models import Project
+from traces.export import stream
 
-from . import services
+from . import approval, export, services
 from .models import DistillationJob
 from .students import DEFAULT_STUDENT
 
@@ -54,7 +57,14 @@ def job_data(job: DistillationJob, *, full: bool = True) -> dict[str, Any]:
         data["evaluation"] = job.evaluation
         data["adapter_path"] = job.adapter_path
         data["students"] = [
-            {"name": s.name, "version": s.version, "alias": s.alias, "created_at": s.created_at.isoformat()}
+            {
+                "name": s.name,
+                "version": s.version,
+                "alias": s.alias,
+                "model": s.model,
+                "serving": s.serving,
+                "created_at": s.created_at.isoformat(),
+            }
             for s in job.students.all()
         ]
     return data
@@ -190,31 +200,68 @@ class JobStartApi(APIView):
 
 class ApproveSerializer(serializers.Serializer):
     alias = serializers.CharField(max_length=100, help_text="The alias to point at the student.")
+    serve = serializers.ChoiceField(
+        choices=approval.SERVING,
+        required=False,
+        help_text="How to serve it: `local` (in-process) or `vllm` (the project's vLLM server); "
+        "default OPENTRACY_STUDENT_SERVING.",
+    )
 
 
 class JobApproveApi(APIView):
     @extend_schema(request=ApproveSerializer, responses={200: OpenApiTypes.OBJECT},
                    operation_id="distillation_jobs_approve")  # fmt: skip
     def post(self, request: Request, pk: int) -> Response:
-        """Register the trained student (`<base>-v<n>`) and re-point the alias at `local/<name>`."""
+        """Register the trained student (`<base>-v<n>`) and re-point the alias at `<serve>/<name>`.
+        502 when vLLM refused or could not be reached (nothing changed)."""
         job = _job(request_project(request), pk)
         body = ApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        data = body.validated_data
         try:
-            student = services.job_approve(job=job, alias=body.validated_data["alias"], user=request.user)
+            student = services.job_approve(job=job, alias=data["alias"], user=request.user, serve=data.get("serve"))
         except DjangoValidationError as exc:
             raise drf_error(exc) from exc
-        return Response({"student": student.name, "alias": student.alias, "target": f"local/{student.name}"})
+        except approval.ServingFailed as exc:
+            return Response({"detail": str(exc)}, status=502)
+        return Response(
+            {"student": student.name, "alias": student.alias, "target": student.model, "serving": student.serving}
+        )
 
 
 class JobRollbackApi(APIView):
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT}, operation_id="distillation_jobs_rollback")
     def post(self, request: Request, pk: int) -> Response:
-        """Point the approved alias back at what it served before the approval."""
+        """Point the approved alias back at what it served before the approval (and unload a vLLM
+        student's adapter, best effort: `warnings` says what could not be unloaded)."""
         job = _job(request_project(request), pk)
         try:
-            target = services.job_rollback(job=job, user=request.user)
+            done = services.job_rollback_report(job=job, user=request.user)
         except DjangoValidationError as exc:
             raise drf_error(exc) from exc
         student = job.students.order_by("-version").first()
-        return Response({"alias": student.alias if student else "", "target": target})
+        body: dict[str, Any] = {"alias": student.alias if student else "", "target": done.target}
+        if done.warnings:
+            body["warnings"] = done.warnings
+        return Response(body)
+
+
+class JobExportApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("kind", str, enum=list(export.KINDS), description="adapter or merged")],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+        operation_id="distillation_jobs_export",
+    )
+    def get(self, request: Request, pk: int) -> StreamingHttpResponse:
+        """The trained adapter (adapter_model.safetensors + adapter_config.json) or the merged model
+        (config.json, model.safetensors, tokenizer files) as a zip, streamed."""
+        job = _job(request_project(request), pk)
+        kind = request.query_params.get("kind", "adapter")
+        try:
+            folder = export.export_folder(job=job, kind=kind)
+        except DjangoValidationError as exc:
+            raise drf_error(exc) from exc
+        # An async iterator: under ASGI Django would read a sync one whole into memory first.
+        response = StreamingHttpResponse(stream(export.zip_stream(folder)), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{export.zip_name(job, kind)}"'
+        return response

@@ -30,6 +30,7 @@ from django.utils import timezone
 from datasets import judge as J
 from datasets.models import DatasetRow, JudgeRun
 from gateway.internal import InternalCallError, chat_sync, reply_text
+from opentracy_site import progress as job_progress
 
 from .models import Candidate, DistillationJob
 
@@ -61,6 +62,7 @@ def _set(job: DistillationJob, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(job, name, value)
     DistillationJob.objects.filter(pk=job.pk).update(**fields)
+    job_progress.publish("distillation", job.pk, **fields)
 
 
 def check_cancel(job: DistillationJob) -> None:
@@ -92,6 +94,7 @@ def run_phase(
         )
         if not claimed and not DistillationJob.objects.filter(pk=job_id, status="running").exists():
             return "skipped"
+        job_progress.publish("distillation", job_id, status="running")
     job = DistillationJob.objects.select_related("project", "dataset_version").filter(pk=job_id).first()
     if job is None or job.status != DistillationJob.Status.RUNNING:
         return "skipped"
@@ -119,9 +122,12 @@ def run_phase(
 
 
 def job_fail(*, job_id: int, message: str) -> None:
-    DistillationJob.objects.filter(pk=job_id).exclude(status__in=DistillationJob.FINISHED).update(
-        status=DistillationJob.Status.FAILED, message=message[:4000], finished_at=timezone.now()
-    )
+    if (
+        DistillationJob.objects.filter(pk=job_id)
+        .exclude(status__in=DistillationJob.FINISHED)
+        .update(status=DistillationJob.Status.FAILED, message=message[:4000], finished_at=timezone.now())
+    ):
+        job_progress.publish("distillation", job_id, status="failed", message=message)
 
 
 # ---------------------------------------------------------------- sampling
@@ -297,7 +303,9 @@ def build_examples(job: DistillationJob) -> list[Any]:
 
 
 def adapter_dir(job: DistillationJob) -> Path:
-    return Path(django_settings.VAR_DIR) / "distillation" / f"job-{job.pk}"
+    """The job's training folder (checkpoint, final adapter, merged export), under
+    OPENTRACY_ADAPTER_DIR: the volume the web tier and vLLM read adapters from."""
+    return Path(django_settings.OPENTRACY_ADAPTER_DIR) / f"job-{job.pk}"
 
 
 def train(job: DistillationJob) -> None:

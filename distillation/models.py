@@ -93,7 +93,11 @@ class Candidate(models.Model):
 
 class Student(models.Model):
     """A trained adapter people approved. `name` (`<base>-v<n>`) is unique across the engine and
-    never reused, so `local/<name>` always means the same weights."""
+    never reused (StudentCounter), so `<serving>/<name>` always means the same weights."""
+
+    class Serving(models.TextChoices):
+        LOCAL = "local"  # in-process: transformers + peft (distillation/serving.py)
+        VLLM = "vllm"  # loaded into the project's vLLM server (distillation/vllm.py)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="students")
     job = models.ForeignKey(DistillationJob, on_delete=models.PROTECT, related_name="students")
@@ -103,6 +107,7 @@ class Student(models.Model):
     name = models.CharField(max_length=200, unique=True)
     alias = models.CharField(max_length=100, blank=True, help_text="The alias re-pointed at it on approval.")
     replaced_target = models.CharField(max_length=200, blank=True, help_text="The alias's target before approval.")
+    serving = models.CharField(max_length=16, choices=Serving.choices, default=Serving.LOCAL)
     created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -111,6 +116,23 @@ class Student(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def model(self) -> str:
+        """The gateway model the student is served under: `local/<name>` or `vllm/<name>`."""
+        return f"{self.serving}/{self.name}"
+
+
+class StudentCounter(models.Model):
+    """The last version number handed out per name prefix. Kept apart from Student so a number
+    stays burned when its student is deleted (with its project) or its approval failed: a vLLM
+    server may still hold an adapter under that name, and a name must always mean one set of weights."""
+
+    prefix = models.CharField(max_length=200, unique=True)
+    last = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}-v{self.last}"
 
 
 @receiver([post_save, post_delete], sender=Student)

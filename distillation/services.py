@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db import transaction
 from django.utils import timezone
 
 from datasets.curation import acting_user
 from datasets.judge import CHECK_KINDS, DEFAULT_ALIAS, POINTWISE_SYSTEM, _option_errors
 from datasets.models import DatasetRow, DatasetVersion
-from gateway.models import AliasChange, Project
+from gateway.models import Project
 from gateway.resolve import parse_target
 from gateway.selectors import alias_get
-from gateway.services import alias_delete, alias_rollback, alias_set
+from opentracy_site import progress as job_progress
 
 from . import students
-from .models import DistillationJob, Student
+from .approval import (  # noqa: F401  (re-exported: the approving half of the services)
+    Rollback,
+    ServingFailed,
+    job_approve,
+    job_rollback,
+    job_rollback_report,
+    student_name_base,
+)
+from .models import DistillationJob
 
 JUDGE_KINDS = ("pointwise", *CHECK_KINDS)  # pairwise needs a second model per candidate: not offered
 MAX_N = 32
@@ -357,6 +363,13 @@ def job_start(*, job: DistillationJob) -> DistillationJob:
     return job
 
 
+def job_draft_delete(*, job: DistillationJob) -> None:
+    """A draft nobody started (the wizard's Back) is removed; any other job is kept."""
+    if job.status != DistillationJob.Status.DRAFT:
+        raise ValidationError(f"The job is {job.status}: only a draft can be discarded.")
+    DistillationJob.objects.filter(pk=job.pk, status=DistillationJob.Status.DRAFT).delete()
+
+
 def job_cancel(*, job: DistillationJob) -> DistillationJob:
     """A queued or draft job is cancelled at once; a running one at its next check (between
     teacher calls, verdicts, training steps or evaluated prompts)."""
@@ -373,81 +386,6 @@ def job_cancel(*, job: DistillationJob) -> DistillationJob:
     ):
         DistillationJob.objects.filter(pk=job.pk).update(cancel_requested=True)
     job.refresh_from_db()
+    if job.finished:  # cancelled at once: a live page learns it here, not from a worker
+        job_progress.publish("distillation", job.pk, status=job.status, message=job.message)
     return job
-
-
-# ---------------------------------------------------------------- approving
-
-
-def student_name_base(student: str) -> str:
-    return Path(student).stem.lower() if Path(student).is_absolute() else student
-
-
-def _who(user: Any) -> str:
-    if user is None:
-        return "distillation"
-    get = getattr(user, "get_username", None)
-    return str(get()) if get else str(user)
-
-
-def job_approve(*, job: DistillationJob, alias: str, user: Any = None) -> Student:
-    """Register the job's adapter as a Student named `<base>-v<n>` (n never reused) and re-point
-    `alias` at `local/<name>`; the change is recorded in the alias history."""
-    alias = (alias or "").strip()
-    if not alias:
-        raise ValidationError({"alias": "Name the alias to point at the student."})
-    if job.status != DistillationJob.Status.DONE or not job.adapter_path:
-        raise ValidationError(f"Only a finished job with a trained adapter can be approved (this one is {job.status}).")
-    if not Path(job.adapter_path).exists():
-        raise ValidationError(f"The job's adapter is gone from {job.adapter_path}.")
-    prefix = student_name_base(job.student)
-    for _ in range(5):  # two approvals at once: the unique name makes one of them take the next number
-        try:
-            with transaction.atomic():
-                last = Student.objects.filter(base=job.student).aggregate(m=Max("version"))["m"] or 0
-                current = alias_get(project=job.project, name=alias)
-                student = Student.objects.create(
-                    project=job.project,
-                    job=job,
-                    base=job.student,
-                    adapter_path=job.adapter_path,
-                    version=last + 1,
-                    name=f"{prefix}-v{last + 1}",
-                    alias=alias,
-                    replaced_target=current.target if current else "",
-                    created_by=acting_user(user),
-                )
-                alias_set(project=job.project, name=alias, target=f"local/{student.name}", changed_by=_who(user))
-            from routing.learning import student_approved  # numpy/scipy: not at import time
-
-            student_approved(student=student)  # joins the routing policies that route to its teacher
-            return student
-        except IntegrityError:
-            continue
-    raise ValidationError("Could not pick a student version number; try again.")
-
-
-def job_rollback(*, job: DistillationJob, user: Any = None) -> str:
-    """Undo the latest approval's alias change (the alias goes back to its previous target).
-    Returns the alias's target now ('' when the undo removed it)."""
-    student = job.students.order_by("-version").first()
-    if student is None or not student.alias:
-        raise ValidationError("This job has no approved student to roll back.")
-    current = alias_get(project=job.project, name=student.alias)
-    if current is None or current.target != f"local/{student.name}":
-        now = current.target if current else "nothing"
-        raise ValidationError(f"Alias {student.alias!r} now points at {now}, not {student.name}: nothing to roll back.")
-    target = f"local/{student.name}"
-    from routing.learning import student_leave  # numpy/scipy: not at import time
-
-    student_leave(student=student)  # routing policies stop choosing it too
-    last = AliasChange.objects.filter(project=job.project, name=student.alias).first()
-    if last is not None and (last.from_target, last.to_target) == (student.replaced_target, target):
-        restored = alias_rollback(project=job.project, name=student.alias, changed_by=_who(user))
-        return restored.target if restored else ""
-    # The alias came back to the student by later changes: restore what the approval replaced.
-    previous = student.replaced_target
-    if not previous:
-        alias_delete(project=job.project, name=student.alias, changed_by=_who(user))
-        return ""
-    return alias_set(project=job.project, name=student.alias, target=previous, changed_by=_who(user)).target

@@ -3,9 +3,10 @@
 `looks_like_student` on the event loop (no I/O), and `student_model` on its worker thread (a database
 lookup, then the weights, loaded once and kept for the last MAX_LOADED students).
 
-Student names are unique across the engine (distillation.models.Student), so a name always means
-the same weights. In distributed mode a student can instead be served by vLLM with `--enable-lora`
-behind an OpenAI-compatible credential; this path is the embedded one."""
+Student names are unique across the engine and never reused (distillation.models.StudentCounter),
+so a name always means the same weights. A student approved with serving "vllm" is loaded into the
+project's vLLM server instead (distillation/vllm.py) and called as `vllm/<name>`; this path is the
+in-process one."""
 
 from __future__ import annotations
 

@@ -14,8 +14,11 @@ urlpatterns = [
     path("api/distillation/jobs/<int:pk>/start", api.JobStartApi.as_view()),
     path("api/distillation/jobs/<int:pk>/approve", api.JobApproveApi.as_view()),
     path("api/distillation/jobs/<int:pk>/rollback", api.JobRollbackApi.as_view()),
+    path("api/distillation/jobs/<int:pk>/export", api.JobExportApi.as_view()),
     path("projects/<slug:slug>/distillation", views.job_list, name="distillation_jobs"),
+    path("projects/<slug:slug>/distillation/new", views.job_new, name="distillation_new"),
     path("projects/<slug:slug>/distillation/<int:pk>", views.job_detail, name="distillation_job"),
+    path("projects/<slug:slug>/distillation/<int:pk>/start", views.job_start, name="distillation_job_start"),
     path("projects/<slug:slug>/distillation/<int:pk>/cancel", views.job_cancel, name="distillation_job_cancel"),
     path("projects/<slug:slug>/distillation/<int:pk>/approve", views.job_approve, name="distillation_job_approve"),
 ]

@@ -96,6 +96,7 @@ _keys = TTLCache()
 _aliases = TTLCache()
 _credentials = TTLCache()
 _students = TTLCache()
+_all_students = TTLCache()
 
 
 def _load_key(key_hash: str) -> KeyInfo | None:
@@ -158,18 +159,37 @@ async def students(project_id: int) -> frozenset[str]:
     return value
 
 
+def _load_all_students(_key: int) -> frozenset[str]:
+    from distillation.models import Student
+
+    return frozenset(Student.objects.values_list("name", flat=True))
+
+
+async def all_students() -> frozenset[str]:
+    """Every project's student names: a `vllm/<name>` that is one of them but not the caller's is
+    another project's adapter on a shared vLLM server."""
+    value: frozenset[str] = await _all_students.get_or_load(0, _load_all_students)
+    return value
+
+
 def students_changed() -> None:
     """Called by distillation when a student is approved or removed."""
     invalidation.changed("gateway.students")
 
 
 def clear_all() -> None:
-    for c in (_keys, _aliases, _credentials, _students):
+    for c in (_keys, _aliases, _credentials, _students, _all_students):
         c.clear()
 
 
-for _name, _cache in (("keys", _keys), ("aliases", _aliases), ("credentials", _credentials), ("students", _students)):
-    invalidation.register(f"gateway.{_name}", _cache.clear)
+def _clear_students() -> None:
+    _students.clear()
+    _all_students.clear()
+
+
+for _name, _clear in (("keys", _keys.clear), ("aliases", _aliases.clear), ("credentials", _credentials.clear)):
+    invalidation.register(f"gateway.{_name}", _clear)
+invalidation.register("gateway.students", _clear_students)
 
 
 @receiver([post_save, post_delete], sender=ApiKey)

@@ -55,14 +55,22 @@ def check_retries(value: object, where: str) -> int:
 
 
 async def _check_student(project_id: int, target: Target, shown: str) -> None:
-    """A distilled student (`local/<name>-v<n>`) answers only its own project: another project's
-    student is as unknown as a model that does not exist."""
+    """A distilled student (`local/<name>-v<n>`, or `vllm/<name>-v<n>`) answers only its own
+    project: another project's student is as unknown as a model that does not exist."""
     local_student = (
         target.provider == "local"
         and target.model not in PROVIDERS["local"].known_models  # all-minilm-l6-v2 has a student's shape
         and looks_like_student(target.model)
     )
     if local_student and target.model not in await cache.students(project_id):
+        raise model_not_found(shown)
+    # A vLLM server may be shared (VLLM_BASE_URL): another project's adapter on it is not this one's.
+    if (
+        target.provider == "vllm"
+        and looks_like_student(target.model)
+        and target.model in await cache.all_students()
+        and target.model not in await cache.students(project_id)
+    ):
         raise model_not_found(shown)
 
 

@@ -183,6 +183,13 @@ OPENTRACY_COOLDOWN_FAILURES = env_int("OPENTRACY_COOLDOWN_FAILURES", 5)
 OPENTRACY_COOLDOWN_S = env_float("OPENTRACY_COOLDOWN_S", 30.0)
 OPENTRACY_LOCAL_MODEL_PRELOAD = env_bool("OPENTRACY_LOCAL_MODEL_PRELOAD", True)
 OPENTRACY_LOCAL_MODEL_DIR = Path(env_str("OPENTRACY_LOCAL_MODEL_DIR", str(VAR_DIR / "models")))
+# Distillation: where jobs write adapters (and merged exports). In distributed mode a volume shared
+# by the GPU worker, the web tier and vLLM, mounted at the same path everywhere (vLLM reads the path
+# it is given). How approved students are served unless the approval says: "local" or "vllm".
+OPENTRACY_ADAPTER_DIR = Path(env_str("OPENTRACY_ADAPTER_DIR", str(VAR_DIR / "distillation"))).resolve()
+OPENTRACY_STUDENT_SERVING = env_str("OPENTRACY_STUDENT_SERVING", "local")
+if OPENTRACY_STUDENT_SERVING not in ("local", "vllm"):
+    raise ConfigError(f"OPENTRACY_STUDENT_SERVING must be local or vllm, got {OPENTRACY_STUDENT_SERVING!r}")
 
 # Trace writer
 # Routing (routing/): threads for the router's prompt embedding; the built-in policy's λ.

@@ -263,12 +263,15 @@ def learn_all() -> dict[str, dict[str, Any]]:
 def _teachers(student: Any) -> set[str]:
     """The models the student was distilled from: the job's teacher (an alias resolved, unless it
     now points at the student) and the target the approval replaced."""
+    from distillation.models import Student
+
     job = student.job
     found = {job.teacher, student.replaced_target}
     alias = alias_get(project=job.project, name=job.teacher)
-    if alias is not None and alias.target != f"local/{student.name}":
+    if alias is not None and alias.target != student.model:
         found.add(alias.target)
-    return {model_name(t) for t in found if t and not t.startswith("local/")}
+    served = {s.model for s in Student.objects.filter(project_id=student.project_id)}  # students teach nobody
+    return {model_name(t) for t in found if t and not t.startswith("local/") and t not in served}
 
 
 def _student_outcomes(student: Any) -> list[tuple[Any, bool]]:
@@ -297,11 +300,12 @@ def _student_outcomes(student: Any) -> list[tuple[Any, bool]]:
 
 
 def student_join(*, student: Any) -> list[int]:
-    """Add `local/<student>` to every policy of its project that has the student's teacher as a
-    candidate, with its held-out evaluation as its STUDENT_EVAL cells (replacing earlier ones, so
-    a second call changes nothing). Returns the ids of the policies it joined."""
+    """Add the student's model (`local/<name>` or `vllm/<name>`, as it is served) to every policy of
+    its project that has the student's teacher as a candidate, with its held-out evaluation as its
+    STUDENT_EVAL cells (replacing earlier ones, so a second call changes nothing). Returns the ids of
+    the policies it joined."""
     teachers = _teachers(student)
-    model = f"local/{student.name}"
+    model = student.model
     policies = [
         p
         for p in RoutingPolicy.objects.filter(project_id=student.project_id).order_by("pk")
@@ -344,7 +348,7 @@ def student_leave(*, student: Any) -> list[int]:
     """Take a rolled-back student out of its project's policies (candidate and cells), so routing
     stops sending traffic to a model the people who approved it have withdrawn. Returns the ids
     of the policies it left."""
-    model = f"local/{student.name}"
+    model = student.model
     left = []
     with transaction.atomic():
         for policy in RoutingPolicy.objects.select_for_update().filter(project_id=student.project_id):

@@ -311,14 +311,15 @@ def saved_in_window(project_id: int, since: datetime | None, until: datetime | N
             routing_usd += max(known) - float(cost)
     _cols, local = clickhouse.query(
         "SELECT resolved_model, sum(prompt_tokens), sum(completion_tokens)"  # noqa: S608
-        f" FROM {TRACES_TABLE} WHERE {window} AND route_policy = '' AND startsWith(resolved_model, 'local/')"
+        f" FROM {TRACES_TABLE} WHERE {window} AND route_policy = ''"
+        " AND (startsWith(resolved_model, 'local/') OR startsWith(resolved_model, 'vllm/'))"  # students' servings
         " GROUP BY resolved_model",
         params,
     )
+    names = [m.split("/", 1)[1] for m, _p, _c in local]
     students = {
-        f"local/{s.name}": s
-        for s in Student.objects.filter(project_id=project_id, name__in=[m[6:] for m, _p, _c in local])
-        .select_related("job", "project")
+        s.model: s
+        for s in Student.objects.filter(project_id=project_id, name__in=names).select_related("job", "project")
     }
     distillation_usd = 0.0
     for model, pt, ct in local:

@@ -79,3 +79,24 @@ def test_every_engine_variable_is_documented_and_the_procfile_matches() -> None:
     processes = {line.split(":", 1)[0] for line in lines if line and not line.startswith("#")}
     assert processes == {"release", "web", "worker", "beat", "gpu-worker"}
     assert processes - {"release"} <= set(services())
+
+
+def test_adapters_are_on_the_volume_vllm_reads_at_the_same_path() -> None:
+    """vLLM loads the lora_path the engine sends it: the adapter folder must be on the `models`
+    volume, mounted at the same place in the processes that write, export and serve adapters."""
+    found = services()
+    adapter_dir = found["web"]["environment"]["OPENTRACY_ADAPTER_DIR"]
+    for name in ("web", "worker", "gpu-worker", "vllm"):
+        mounts = [_mount(v) for v in found[name]["volumes"]]  # (source, target) short or long syntax
+        targets = [target for source, target in mounts if source == "models"]
+        assert targets and adapter_dir.startswith(targets[0] + "/"), name
+    for name in ("web", "worker", "gpu-worker"):
+        assert found[name]["environment"]["OPENTRACY_ADAPTER_DIR"] == adapter_dir, name
+    assert found["vllm"]["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def _mount(volume: str | dict[str, Any]) -> tuple[str, str]:
+    if isinstance(volume, dict):
+        return str(volume.get("source")), str(volume.get("target"))
+    source, target = volume.split(":")[:2]
+    return source, target

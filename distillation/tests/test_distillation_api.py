@@ -107,6 +107,7 @@ def test_approve_and_rollback(people: dict[str, Any], setup: dict[str, Any], tmp
         "student": "smollm2-135m-instruct-v1",
         "alias": "bot",
         "target": "local/smollm2-135m-instruct-v1",
+        "serving": "local",
     }
     assert Alias.objects.get(project=project, name="bot").target == "local/smollm2-135m-instruct-v1"
     assert client.get(f"/api/distillation/jobs/{job_id}").json()["students"][0]["name"] == "smollm2-135m-instruct-v1"

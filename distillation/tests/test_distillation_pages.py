@@ -35,7 +35,11 @@ def test_list_and_job_pages(people: dict[str, Any], job: DistillationJob, tmp_pa
     assert 'href="/projects/acme/distillation"' in listing.content.decode()  # the nav link
     page = browser.get(f"/projects/acme/distillation/{job.pk}").content.decode()
     assert 'id="job-estimate"' in page and "unknown price" in page and "uPlot.iife.min.js" in page
-    assert f'hx-get="/projects/acme/distillation/{job.pk}"' in page and 'hx-trigger="every 2s"' in page
+    assert (
+        f'hx-get="/projects/acme/distillation/{job.pk}"' in page
+        and 'hx-trigger="every 2s [!this.dataset.live]"' in page
+    )
+    assert f'data-progress="/ws/projects/acme/progress/distillation/{job.pk}"' in page  # live, polling as fallback
     history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
     evaluation = {
         "held_out": 1, "agreement": {"student": 1.0, "base": 0.0},
@@ -70,3 +74,15 @@ def test_cancel_and_access(people: dict[str, Any], job: DistillationJob) -> None
     assert outsider.post(f"/projects/acme/distillation/{job.pk}/approve", {"alias": "x"}).status_code == 404
     assert outsider.get(f"/projects/other/distillation/{job.pk}").status_code == 404  # not that project's job
     assert Client().get("/projects/acme/distillation")["Location"].startswith("/accounts/login/")
+
+
+def test_a_job_without_an_estimate_still_renders(people: dict[str, Any]) -> None:
+    """A job made outside job_create (the admin, a script) has no estimate: dashes, not a crash."""
+    job = DistillationJob.objects.create(
+        project=people["project"], dataset_version=frozen_version(people, rows=2), teacher="openai/gpt-4o",
+        student="smollm2-135m", estimate={},
+    )  # fmt: skip
+    member = Client()
+    member.force_login(people["member"])
+    page = member.get(f"/projects/acme/distillation/{job.pk}")
+    assert page.status_code == 200 and "—" in page.content.decode()

@@ -70,7 +70,12 @@ def pct(value: Any) -> str:
 
 @register.filter
 def num(value: Any) -> str:
-    return "—" if value is None else f"{int(value):,}"
+    """An integer with thousands separators; "—" for a missing value ('' from a template lookup
+    of a field an object lacks, e.g. an estimate that was never made)."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "—"
 
 
 @register.inclusion_tag("traces/_project_nav.html", takes_context=True)
