@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from . import cache
@@ -19,6 +20,7 @@ from .errors import GatewayError, model_not_found
 from .io import Receive, Send, authenticate, send_json, trace_headers
 from .messages import MessagesCall
 from .providers import PROVIDERS
+from .resolve import AUTO, ROUTER_PREFIX
 from .route import handle as route
 
 CALLS: dict[str, type[ChatCall]] = {
@@ -29,10 +31,26 @@ CALLS: dict[str, type[ChatCall]] = {
 CREATED = int(time.mktime((2024, 1, 1, 0, 0, 0, 0, 0, 0)))
 
 
+def _policies(project_id: int) -> list[tuple[str, bool]]:
+    from routing.models import RoutingPolicy
+
+    return list(RoutingPolicy.objects.filter(project_id=project_id).values_list("name", "is_default"))
+
+
 async def _model_entries(project_id: int) -> list[dict[str, Any]]:
+    aliases = await cache.aliases(project_id)
     entries = [
         {"id": name, "object": "model", "created": CREATED, "owned_by": f"alias:{route.target}"}
-        for name, route in sorted((await cache.aliases(project_id)).items())
+        for name, route in sorted(aliases.items())
+    ]
+    # The router's names: `auto` (the default policy, else the built-in one) and each policy.
+    policies = await sync_to_async(_policies)(project_id)
+    if AUTO not in aliases:
+        default = next((name for name, is_default in policies if is_default), AUTO)
+        entries.append({"id": AUTO, "object": "model", "created": CREATED, "owned_by": f"router:{default}"})
+    entries += [
+        {"id": f"{ROUTER_PREFIX}{name}", "object": "model", "created": CREATED, "owned_by": "router"}
+        for name, _default in sorted(policies)
     ]
     stored = await cache.credentials(project_id)
     for provider in PROVIDERS.values():

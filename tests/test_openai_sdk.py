@@ -165,6 +165,15 @@ def test_models_lists_aliases_and_configured_providers(client: Any, people: dict
     ids = {m.id for m in client.models.list()}
     assert {"smart", "openai/gpt-4o-mini", "anthropic/claude-haiku-4-5", "local/smollm2-135m-instruct"} <= ids
     assert client.models.retrieve("smart").owned_by == "alias:openai/gpt-4o"
+    # The router's names: `auto` (the built-in policy until one is the default) and each policy.
+    assert client.models.retrieve("auto").owned_by == "router:auto"
+    from routing.models import RoutingPolicy
+
+    RoutingPolicy.objects.create(
+        project=people["project"], name="support", candidates=["openai/gpt-4o"], is_default=True
+    )
+    assert client.models.retrieve("auto").owned_by == "router:support"
+    assert client.models.retrieve("router/support").owned_by == "router"
 
 
 def test_alias_is_resolved_by_the_engine(client: Any, people: dict[str, Any]) -> None:
