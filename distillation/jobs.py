@@ -232,9 +232,10 @@ def judge_run_for(job: DistillationJob) -> JudgeRun:
 
 def score_text(run: JudgeRun, row: DatasetRow, text: str) -> J.Outcome:
     """Score `text` as an answer to `row`'s prompt: 1/0 for checks, 1-10 for the LLM judge."""
-    probe = DatasetRow(
-        pk=row.pk, version_id=row.version_id, messages=row.messages, response=text, reference=row.reference
-    )
+    # Rows curated from traffic carry no reference: there the curated answer (kept or edited by a
+    # person) is what `exact` compares with, otherwise every candidate would be unjudgeable.
+    reference = row.reference or (row.target if run.kind == "exact" else "")
+    probe = DatasetRow(pk=row.pk, version_id=row.version_id, messages=row.messages, response=text, reference=reference)
     outcome = J.judge_row(run, probe)
     if not outcome.error and outcome.score is None:
         outcome.score = 1.0 if outcome.passed else 0.0

@@ -21,4 +21,5 @@ urlpatterns = [
     path("projects/<slug:slug>/distillation/<int:pk>/start", views.job_start, name="distillation_job_start"),
     path("projects/<slug:slug>/distillation/<int:pk>/cancel", views.job_cancel, name="distillation_job_cancel"),
     path("projects/<slug:slug>/distillation/<int:pk>/approve", views.job_approve, name="distillation_job_approve"),
+    path("projects/<slug:slug>/overview/distilled", views.overview_cost, name="overview_distilled"),
 ]

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from gateway.models import Project
 from gateway.views import member_of
 
-from . import services, wizard
+from . import selectors, services, wizard
 from .models import DistillationJob
 
 
@@ -148,3 +148,13 @@ def job_approve(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     except services.ServingFailed as exc:
         messages.error(request, str(exc))
     return redirect("distillation_job", slug, pk)
+
+
+@login_required
+@require_GET
+def overview_cost(request: HttpRequest, slug: str) -> HttpResponse:
+    """The overview's "cost per 1k requests, before / after the student" tile, loaded after the
+    page (htmx) like the savings tile: it reads raw traces of one alias."""
+    project = member_of(request, slug).project
+    comparison = selectors.cost_per_1k_around_approval(project.id)
+    return render(request, "distillation/_cost_tile.html", {"project": project, "cmp": comparison})

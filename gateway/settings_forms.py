@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -33,6 +34,12 @@ class AliasForm(forms.Form):
         max_value=MAX_RETRIES,
         help_text="Retries per target on transient failures; empty keeps the alias's (or the engine default).",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The key form beside it on the settings page also has `name`: distinct ids keep each
+        # label pointing at its own input.
+        kwargs.setdefault("auto_id", "id_alias_%s")
+        super().__init__(*args, **kwargs)
 
     def clean_name(self) -> str:
         name = str(self.cleaned_data["name"]).strip()

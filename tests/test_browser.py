@@ -39,7 +39,7 @@ def test_a_new_user_sees_traffic_arrive_then_opens_filters_and_exports_it(
     assert base_url == f"{server_url}/v1"
     # The key, from the link the empty state gives: created in Settings, shown once.
     page.get_by_role("link", name="Settings → API keys").click()
-    page.get_by_label("Name").fill("my-app")
+    page.locator("#keys").get_by_label("Name").fill("my-app")
     page.get_by_role("button", name="Create key").click()
     key = page.locator("#new-key").inner_text()
     assert key.startswith("ot-")

@@ -37,12 +37,14 @@ RECHECK_S = 30.0  # membership is checked again this often while the socket is o
 ROW_TEMPLATES = ["traces/_trace_row.html", "traces/_live_row.html"]
 
 
-def render_rows(rows: list[dict[str, Any]], project: Any) -> str:
+def render_rows(rows: list[dict[str, Any]], project: Any, *, first: bool = True) -> str:
     template = select_template(ROW_TEMPLATES)
     # Oldest first: each prepended row lands above the previous, so the newest ends on top.
     html = "".join(template.render({"trace": row, "project": project, "live": True}) for row in rows)
-    # Rows rendered (escaped) above; the "no traces match" line goes once a row arrives.
-    return f'<tbody hx-swap-oob="afterbegin:#trace-rows">{html}</tbody><p id="no-traces" hx-swap-oob="delete"></p>'
+    # Rows rendered (escaped) above; the "no traces match" line (always on the page, hidden when
+    # rows are shown) goes with the socket's first rows: deleting it again would be an htmx error.
+    gone = '<p id="no-traces" hx-swap-oob="delete"></p>' if first else ""
+    return f'<tbody hx-swap-oob="afterbegin:#trace-rows">{html}</tbody>{gone}'
 
 
 class TraceTailConsumer(AsyncWebsocketConsumer):
@@ -50,6 +52,7 @@ class TraceTailConsumer(AsyncWebsocketConsumer):
     group: str = ""
     checked_at: float = 0.0
     filters: TraceFilters | None = None
+    sent_rows: bool = False
 
     async def connect(self) -> None:
         await self.accept()
@@ -94,4 +97,5 @@ class TraceTailConsumer(AsyncWebsocketConsumer):
             self.checked_at = time.monotonic()
         rows = [r for r in event["rows"] if self.filters is None or matches(self.filters, r)]
         if rows:
-            await self.send(text_data=render_rows(rows, self.project))
+            await self.send(text_data=render_rows(rows, self.project, first=not self.sent_rows))
+            self.sent_rows = True

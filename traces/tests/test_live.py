@@ -251,6 +251,8 @@ def test_the_fallback_row_escapes_and_has_every_column(monkeypatch: pytest.Monke
     html = consumers.render_rows([row], people["project"])
     assert html.startswith('<tbody hx-swap-oob="afterbegin:#trace-rows">')
     assert html.endswith('</tbody><p id="no-traces" hx-swap-oob="delete"></p>')
+    # Later pushes on the same socket leave it alone: deleting it twice is an htmx console error.
+    assert "no-traces" not in consumers.render_rows([row], people["project"], first=False)
     for text in ("03:04:05", "openai/gpt-4o-mini", ">502<", "12 ms", ">9<", "&lt;script&gt;x&lt;/script&gt;"):
         assert text in html
     assert "<script>" not in html
