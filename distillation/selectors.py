@@ -8,6 +8,7 @@ from typing import Any
 from gateway.internal import INTERNAL_METADATA_KEY
 from opentracy_site import clickhouse
 from traces.ch_sql import TRACES_TABLE
+from traces.filters import TraceFilters, where
 
 from .models import Student
 
@@ -16,20 +17,12 @@ def _window(project_id: int, alias: str, since: datetime | None, until: datetime
     """The apps' answered requests on `alias` in [since, until) (the engine's own calls, e.g. a
     job's teacher samples, left out), their cost and cost per 1k requests (USD). Unpriced answers
     count as requests but not as cost; they are reported so the figure is not read as exact."""
-    where = (
-        "project_id = {project_id:UInt64} AND alias = {alias:String} AND status = 200"
-        " AND NOT mapContains(metadata, {internal_key:String})"
-    )
-    params: dict[str, Any] = {"project_id": project_id, "alias": alias, "internal_key": INTERNAL_METADATA_KEY}
-    if since is not None:
-        where += " AND timestamp >= {since:DateTime64(3, 'UTC')}"
-        params["since"] = since
-    if until is not None:
-        where += " AND timestamp < {until:DateTime64(3, 'UTC')}"
-        params["until"] = until
+    clauses, params = where(project_id, TraceFilters(since=since, until=until, alias=alias, status="ok"))
+    clauses.append("NOT mapContains(metadata, {internal_key:String})")
+    params["internal_key"] = INTERNAL_METADATA_KEY
     _cols, rows = clickhouse.query(
         "SELECT count(), sum(ifNull(cost_total_usd, 0)), countIf(cost_total_usd IS NULL),"  # noqa: S608
-        f" groupUniqArray(3)(resolved_model) FROM {TRACES_TABLE} WHERE {where}",
+        f" groupUniqArray(3)(resolved_model) FROM {TRACES_TABLE} WHERE {' AND '.join(clauses)}",
         params,
     )
     requests, cost, unpriced, models = rows[0] if rows else (0, 0.0, 0, [])

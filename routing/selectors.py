@@ -17,6 +17,7 @@ from gateway.resolve import parse_target
 from gateway.selectors import alias_get
 from opentracy_site import clickhouse
 from traces.ch_sql import TRACES_TABLE
+from traces.filters import TraceFilters, where
 
 from .models import ProfileRun, RoutingPolicy
 from .router import BUILTIN_NAME, LAMBDAS, Compiled, builtin_policy, compile_policy, curve, prices
@@ -284,14 +285,8 @@ def saved_in_window(project_id: int, since: datetime | None, until: datetime | N
     """What routing and distilled students saved over a window, in USD: routed answers against
     their tokens at the policy's dearest candidate's price, and a student's answers (free: they run
     here) against their tokens at its teacher's price. Answers without a price are left out."""
-    window = "project_id = {project_id:UInt64} AND status = 200"
-    params: dict[str, Any] = {"project_id": project_id}
-    if since is not None:
-        window += " AND timestamp >= {since:DateTime64(3, 'UTC')}"
-        params["since"] = since
-    if until is not None:
-        window += " AND timestamp < {until:DateTime64(3, 'UTC')}"
-        params["until"] = until
+    clauses, params = where(project_id, TraceFilters(since=since, until=until, status="ok"))
+    window = " AND ".join(clauses)
     _cols, routed = clickhouse.query(
         "SELECT route_policy, sum(prompt_tokens), sum(completion_tokens), sum(cost_total_usd)"  # noqa: S608
         f" FROM {TRACES_TABLE} WHERE {window} AND route_policy != '' AND cost_total_usd IS NOT NULL"
