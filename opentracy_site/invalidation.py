@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "opentracy:invalidate"
 RECONNECT_S = 1.0
+# Messages carry their sender: a process has already cleared what it publishes, and clearing again
+# when its own message comes back (later, from another thread) would drop what it cached since.
+_SENDER = uuid.uuid4().hex
 
 _handlers: dict[str, Callable[[], None]] = {}
 _client: Any = None
@@ -50,7 +54,7 @@ def changed(name: str) -> None:
     if not settings.REDIS_URL:
         return
     try:
-        _redis().publish(CHANNEL, name)
+        _redis().publish(CHANNEL, f"{name} {_SENDER}")
     except Exception as exc:  # Redis down: the other processes fall back on their TTL
         log.warning("cache invalidation of %s not published: %s", name, exc)
 
@@ -75,7 +79,9 @@ def _listen() -> None:
                 _clear(name)
             for message in pubsub.listen():
                 if message.get("type") == "message":
-                    _clear(message["data"].decode())
+                    name, _, sender = message["data"].decode().partition(" ")
+                    if sender != _SENDER:
+                        _clear(name)
         except Exception as exc:
             log.warning("cache invalidation listener: %s; reconnecting", exc)
             time.sleep(RECONNECT_S)
