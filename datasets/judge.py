@@ -138,13 +138,7 @@ def _enqueue(run_id: int) -> None:
 
 def judge_run_cancel(*, run: JudgeRun) -> JudgeRun:
     """A queued run is cancelled at once; a running one stops at its next progress check."""
-    JudgeRun.objects.filter(pk=run.pk).update(cancel_requested=True)
-    JudgeRun.objects.filter(pk=run.pk, status=JudgeRun.Status.QUEUED).update(
-        status=JudgeRun.Status.CANCELLED, message="Cancelled before it started.", finished_at=timezone.now()
-    )
-    run.refresh_from_db()
-    if run.status == JudgeRun.Status.CANCELLED:  # cancelled at once: a live page learns it here
-        job_progress.publish("judge", run.pk, status=run.status, message=run.message)
+    job_progress.cancel(run, "judge", at_once=[JudgeRun.Status.QUEUED])
     return run
 
 

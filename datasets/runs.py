@@ -139,14 +139,7 @@ def run_cancel(*, run: ClusteringRun) -> ClusteringRun:
     """A queued run is cancelled at once; a running one at its next phase or embedding batch."""
     if run.finished:
         raise ValidationError(f"The run already finished ({run.status}).")
-    now = timezone.now()
-    queued = ClusteringRun.objects.filter(pk=run.pk, status=ClusteringRun.Status.QUEUED)
-    if not queued.update(status=ClusteringRun.Status.CANCELLED, cancel_requested=True, finished_at=now,
-                         message="Cancelled before it started."):  # fmt: skip
-        ClusteringRun.objects.filter(pk=run.pk).update(cancel_requested=True)
-    run.refresh_from_db()
-    if run.finished:  # cancelled at once: a live page learns it here, not from a worker
-        job_progress.publish("clustering", run.pk, status=run.status, message=run.message)
+    job_progress.cancel(run, "clustering", at_once=[ClusteringRun.Status.QUEUED])
     return run
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from datasets.curation import acting_user
 from datasets.judge import CHECK_KINDS, DEFAULT_ALIAS, POINTWISE_SYSTEM, _option_errors
@@ -375,17 +374,5 @@ def job_cancel(*, job: DistillationJob) -> DistillationJob:
     teacher calls, verdicts, training steps or evaluated prompts)."""
     if job.finished:
         raise ValidationError(f"The job already finished ({job.status}).")
-    at_once = DistillationJob.objects.filter(
-        pk=job.pk, status__in=[DistillationJob.Status.QUEUED, DistillationJob.Status.DRAFT]
-    )
-    if not at_once.update(
-        status=DistillationJob.Status.CANCELLED,
-        cancel_requested=True,
-        finished_at=timezone.now(),
-        message="Cancelled before it started.",
-    ):
-        DistillationJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-    job.refresh_from_db()
-    if job.finished:  # cancelled at once: a live page learns it here, not from a worker
-        job_progress.publish("distillation", job.pk, status=job.status, message=job.message)
+    job_progress.cancel(job, "distillation", at_once=[DistillationJob.Status.QUEUED, DistillationJob.Status.DRAFT])
     return job

@@ -24,13 +24,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.utils import timezone
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,22 @@ def publish(kind: str, pk: int, **fields: Any) -> None:
         _wake.set()
     except Exception:
         log.exception("progress: could not publish %s %s", kind, pk)
+
+
+def cancel(row: Any, kind: str, at_once: Collection[str]) -> None:
+    """Cancel a job's row (clustering run, judge run, distillation job, profile run): at once when
+    its status is in `at_once` (draft or queued: no worker holds it), else by setting
+    `cancel_requested`, which its worker checks between steps. One cancelled at once is published
+    here, since no worker will. The row is refreshed."""
+    rows = type(row)._default_manager.filter(pk=row.pk)
+    stopped = rows.filter(status__in=list(at_once)).update(
+        status="cancelled", cancel_requested=True, finished_at=timezone.now(), message="Cancelled before it started."
+    )
+    if not stopped:
+        rows.update(cancel_requested=True)
+    row.refresh_from_db()
+    if stopped:
+        publish(kind, row.pk, status=row.status, message=row.message)
 
 
 def _ensure_thread() -> None:

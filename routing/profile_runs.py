@@ -209,17 +209,7 @@ def profile_run_cancel(*, run: ProfileRun) -> ProfileRun:
     run.refresh_from_db()
     if run.finished:
         raise ValidationError(f"The profile run already finished ({run.status}).")
-    at_once = ProfileRun.objects.filter(pk=run.pk, status__in=[ProfileRun.Status.DRAFT, ProfileRun.Status.QUEUED])
-    if not at_once.update(
-        status=ProfileRun.Status.CANCELLED,
-        cancel_requested=True,
-        finished_at=timezone.now(),
-        message="Cancelled before it started.",
-    ):
-        ProfileRun.objects.filter(pk=run.pk).update(cancel_requested=True)
-    run.refresh_from_db()
-    if run.finished:  # cancelled at once: a live page learns it here, not from a worker
-        job_progress.publish("profile", run.pk, status=run.status, message=run.message)
+    job_progress.cancel(run, "profile", at_once=[ProfileRun.Status.DRAFT, ProfileRun.Status.QUEUED])
     return run
 
 
