@@ -11,32 +11,17 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets.api import drf_error
 from gateway.auth import request_project
-from gateway.models import Project
 
 from . import profile_runs, selectors, services
 from .capabilities import CAPABILITIES
-from .models import ProfileRun, RoutingPolicy
-
-
-def _policy(project: Project, pk: int) -> RoutingPolicy:
-    policy = selectors.policy_get(project, pk)
-    if policy is None:
-        raise NotFound("No such routing policy.")
-    return policy
-
-
-def _run(project: Project, pk: int) -> ProfileRun:
-    run = selectors.profile_run_get(project, pk)
-    if run is None:
-        raise NotFound("No such profile run.")
-    return run
+from .models import ProfileRun
 
 
 def _object(request: Request) -> dict[str, Any]:
@@ -97,11 +82,11 @@ class PolicyListApi(APIView):
 class PolicyDetailApi(APIView):
     @extend_schema(responses={200: POLICY}, operation_id="routing_policies_retrieve")
     def get(self, request: Request, pk: int) -> Response:
-        return Response(selectors.policy_detail(_policy(request_project(request), pk)))
+        return Response(selectors.policy_detail(selectors.policy_get(request_project(request), pk)))
 
     @extend_schema(request=PolicyBody(partial=True), responses={200: POLICY}, operation_id="routing_policies_update")
     def patch(self, request: Request, pk: int) -> Response:
-        policy = _policy(request_project(request), pk)
+        policy = selectors.policy_get(request_project(request), pk)
         try:
             policy = services.policy_update(policy=policy, data=_object(request))
         except DjangoValidationError as exc:
@@ -111,7 +96,7 @@ class PolicyDetailApi(APIView):
     @extend_schema(responses={204: None, 400: None}, operation_id="routing_policies_destroy")
     def delete(self, request: Request, pk: int) -> Response:
         try:
-            services.policy_delete(policy=_policy(request_project(request), pk))
+            services.policy_delete(policy=selectors.policy_get(request_project(request), pk))
         except DjangoValidationError as exc:
             raise drf_error(exc) from exc
         return Response(status=204)
@@ -141,7 +126,7 @@ class PolicyProfileApi(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Start a profile run (or, with `"start": false`, a draft that only carries the estimate):
         replay a sample of each cluster's prompts to every candidate and judge the answers."""
-        policy = _policy(request_project(request), pk)
+        policy = selectors.policy_get(request_project(request), pk)
         body = ProfileRunBody(data=_object(request))
         body.is_valid(raise_exception=True)
         data = body.validated_data
@@ -158,13 +143,13 @@ class PolicyProfileApi(APIView):
 class ProfileRunDetailApi(APIView):
     @extend_schema(responses={200: RUN}, operation_id="routing_profile_runs_retrieve")
     def get(self, request: Request, pk: int) -> Response:
-        return Response(selectors.run_data(_run(request_project(request), pk)))
+        return Response(selectors.run_data(selectors.profile_run_get(request_project(request), pk)))
 
 
 class ProfileRunStartApi(APIView):
     @extend_schema(request=None, responses={200: RUN}, operation_id="routing_profile_runs_start")
     def post(self, request: Request, pk: int) -> Response:
-        run = _run(request_project(request), pk)
+        run = selectors.profile_run_get(request_project(request), pk)
         try:
             run = profile_runs.profile_run_start(run=run)
         except DjangoValidationError as exc:
@@ -175,7 +160,7 @@ class ProfileRunStartApi(APIView):
 class ProfileRunCancelApi(APIView):
     @extend_schema(request=None, responses={200: RUN}, operation_id="routing_profile_runs_cancel")
     def post(self, request: Request, pk: int) -> Response:
-        run = _run(request_project(request), pk)
+        run = selectors.profile_run_get(request_project(request), pk)
         try:
             run = profile_runs.profile_run_cancel(run=run)
         except DjangoValidationError as exc:

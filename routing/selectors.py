@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from django.db.models import QuerySet
+from django.http import Http404
 
 from datasets import embedding_cache, prompts
 from distillation.models import Student
@@ -33,12 +34,20 @@ def policies(project: Project) -> QuerySet[RoutingPolicy]:
     return RoutingPolicy.objects.filter(project=project)
 
 
-def policy_get(project: Project, pk: int) -> RoutingPolicy | None:
-    return RoutingPolicy.objects.filter(project=project, pk=pk).select_related("clustering_run").first()
+def policy_get(project: Project, pk: int) -> RoutingPolicy:
+    """The project's policy; Http404 otherwise (pages show Django's 404, the API DRF's)."""
+    policy = RoutingPolicy.objects.filter(project=project, pk=pk).select_related("clustering_run").first()
+    if policy is None:
+        raise Http404("No such routing policy.")
+    return policy
 
 
-def profile_run_get(project: Project, pk: int) -> ProfileRun | None:
-    return ProfileRun.objects.filter(policy__project=project, pk=pk).select_related("policy").first()
+def profile_run_get(project: Project, pk: int) -> ProfileRun:
+    """The project's profile run; Http404 otherwise."""
+    run = ProfileRun.objects.filter(policy__project=project, pk=pk).select_related("policy").first()
+    if run is None:
+        raise Http404("No such profile run.")
+    return run
 
 
 def policy_data(policy: RoutingPolicy) -> dict[str, Any]:

@@ -27,24 +27,10 @@ from traces.filters import FilterError, parse_filters
 
 from . import profile_runs, selectors, services
 from .capabilities import CAPABILITIES
-from .models import ProfileRun, RoutingPolicy
+from .models import RoutingPolicy
 
 _SPLIT = re.compile(r"[\s,]+")
 _NUMBERS = ("lam", "temperature", "shrinkage", "expected_output_tokens", "max_latency_ms", "min_context_tokens")
-
-
-def _policy(project: Project, pk: int) -> RoutingPolicy:
-    policy = selectors.policy_get(project, pk)
-    if policy is None:
-        raise Http404("No such routing policy.")
-    return policy
-
-
-def _run(project: Project, pk: int) -> ProfileRun:
-    run = selectors.profile_run_get(project, pk)
-    if run is None:
-        raise Http404("No such profile run.")
-    return run
 
 
 def form_data(post: QueryDict) -> dict[str, Any]:
@@ -131,14 +117,14 @@ def _slider(curve: dict[str, Any]) -> list[dict[str, Any]]:
 @require_http_methods(["GET", "POST"])
 def policy_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = member_of(request, slug).project
-    policy = _policy(project, pk)
+    policy = selectors.policy_get(project, pk)
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
         try:
             policy = services.policy_update(policy=policy, data=form_data(request.POST))
         except ValidationError as exc:
             errors = _errors(exc)
-            policy = _policy(project, pk)
+            policy = selectors.policy_get(project, pk)
         else:
             messages.success(request, f"Policy {policy.name} saved (λ = {policy.lam:g}).")
             return redirect("routing_policy", slug, policy.pk)
@@ -163,7 +149,7 @@ def policy_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_POST
 def policy_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = member_of(request, slug).project
-    policy = _policy(project, pk)
+    policy = selectors.policy_get(project, pk)
     try:
         services.policy_delete(policy=policy)
     except ValidationError as exc:
@@ -178,7 +164,7 @@ def policy_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def profile_estimate(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """A draft profile run: its estimate is shown with a Start button."""
     project = member_of(request, slug).project
-    policy = _policy(project, pk)
+    policy = selectors.policy_get(project, pk)
     try:
         per_cluster = int(request.POST.get("per_cluster") or 10)
     except ValueError:
@@ -198,7 +184,7 @@ def profile_estimate(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_GET
 def run_fragment(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = member_of(request, slug).project
-    run = _run(project, pk)
+    run = selectors.profile_run_get(project, pk)
     if not getattr(request, "htmx", False):
         return redirect(reverse("routing_policy", args=[slug, run.policy_id]) + "#profile-runs")
     return render(request, "routing/_run.html", {"project": project, "run": run})
@@ -208,7 +194,7 @@ def run_fragment(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_POST
 def run_action(request: HttpRequest, slug: str, pk: int, action: str) -> HttpResponse:
     project = member_of(request, slug).project
-    run = _run(project, pk)
+    run = selectors.profile_run_get(project, pk)
     act = {"start": profile_runs.profile_run_start, "cancel": profile_runs.profile_run_cancel}.get(action)
     if act is None:
         raise Http404("No such action.")
