@@ -169,7 +169,7 @@ def rows_filtered(*, version: DatasetVersion, filter: RowFilter) -> QuerySet[Dat
 # ---------------------------------------------------------------- creating
 
 
-def _answer_text(message: Any) -> str:
+def answer_text(message: Any) -> str:
     """The assistant's text from a trace's response_message (tool calls as their JSON)."""
     if isinstance(message, str):
         try:
@@ -201,7 +201,8 @@ def _traces(project_id: int, ids: Sequence[str]) -> Iterator[dict[str, Any]]:
             yield dict(zip(columns, row, strict=True))
 
 
-def _messages(raw: Any) -> list[Any]:
+def trace_messages(raw: Any) -> list[Any]:
+    """A trace's request_messages as a list (text that is not JSON becomes one user message)."""
     try:
         value = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
     except orjson.JSONDecodeError:
@@ -237,8 +238,8 @@ def dataset_create_from_clusters(
                 DatasetRow(
                     trace_id=trace["trace_id"],
                     cluster=cluster,
-                    messages=_messages(trace["request_messages"]),
-                    response=_answer_text(trace["response_message"]),
+                    messages=trace_messages(trace["request_messages"]),
+                    response=answer_text(trace["response_message"]),
                     model=trace["resolved_model"] or trace["requested_model"],
                     cost_usd=trace["cost_total_usd"],
                     metadata=dict(meta) if isinstance(meta, dict) else {},
@@ -289,7 +290,7 @@ def _import_row(obj: Any) -> DatasetRow:
         last = messages[-1]
         if last.get("role") != "assistant" or len(messages) < 2:
             raise ValueError("the last message must be the assistant's answer (or give 'response')")
-        response = _answer_text(last)
+        response = answer_text(last)
         messages = messages[:-1]
     else:
         raise ValueError("give 'messages' (OpenAI fine-tuning) or 'prompt'/'messages' with 'response'")

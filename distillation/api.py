@@ -64,13 +64,14 @@ def job_data(job: DistillationJob, *, full: bool = True) -> dict[str, Any]:
                 "model": s.model,
                 "serving": s.serving,
                 "created_at": s.created_at.isoformat(),
+                "approved_at": s.approved_at.isoformat() if s.approved_at else None,
             }
             for s in job.students.all()
         ]
     return data
 
 
-def _job(project: Project, pk: int) -> DistillationJob:
+def job_get(project: Project, pk: int) -> DistillationJob:
     job = DistillationJob.objects.select_related("dataset_version").filter(project=project, pk=pk).first()
     if job is None:
         raise NotFound("No such distillation job.")
@@ -171,14 +172,14 @@ def _judge(value: Any) -> dict[str, Any] | None:
 class JobDetailApi(APIView):
     @extend_schema(responses={200: JOB}, operation_id="distillation_jobs_retrieve")
     def get(self, request: Request, pk: int) -> Response:
-        return Response(job_data(_job(request_project(request), pk)))
+        return Response(job_data(job_get(request_project(request), pk)))
 
 
 class JobCancelApi(APIView):
     @extend_schema(request=None, responses={200: JOB}, operation_id="distillation_jobs_cancel")
     def post(self, request: Request, pk: int) -> Response:
         """A queued job stops at once; a running one at its next check."""
-        job = _job(request_project(request), pk)
+        job = job_get(request_project(request), pk)
         try:
             job = services.job_cancel(job=job)
         except DjangoValidationError as exc:
@@ -190,7 +191,7 @@ class JobStartApi(APIView):
     @extend_schema(request=None, responses={200: JOB}, operation_id="distillation_jobs_start")
     def post(self, request: Request, pk: int) -> Response:
         """Start a draft, or resume a failed or cancelled job (what it already has is kept)."""
-        job = _job(request_project(request), pk)
+        job = job_get(request_project(request), pk)
         try:
             job = services.job_start(job=job)
         except DjangoValidationError as exc:
@@ -214,7 +215,7 @@ class JobApproveApi(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Register the trained student (`<base>-v<n>`) and re-point the alias at `<serve>/<name>`.
         502 when vLLM refused or could not be reached (nothing changed)."""
-        job = _job(request_project(request), pk)
+        job = job_get(request_project(request), pk)
         body = ApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
@@ -234,12 +235,12 @@ class JobRollbackApi(APIView):
     def post(self, request: Request, pk: int) -> Response:
         """Point the approved alias back at what it served before the approval (and unload a vLLM
         student's adapter, best effort: `warnings` says what could not be unloaded)."""
-        job = _job(request_project(request), pk)
+        job = job_get(request_project(request), pk)
         try:
             done = services.job_rollback_report(job=job, user=request.user)
         except DjangoValidationError as exc:
             raise drf_error(exc) from exc
-        student = job.students.order_by("-version").first()
+        student = approval.latest_approved(job)
         body: dict[str, Any] = {"alias": student.alias if student else "", "target": done.target}
         if done.warnings:
             body["warnings"] = done.warnings
@@ -255,7 +256,7 @@ class JobExportApi(APIView):
     def get(self, request: Request, pk: int) -> StreamingHttpResponse:
         """The trained adapter (adapter_model.safetensors + adapter_config.json) or the merged model
         (config.json, model.safetensors, tokenizer files) as a zip, streamed."""
-        job = _job(request_project(request), pk)
+        job = job_get(request_project(request), pk)
         kind = request.query_params.get("kind", "adapter")
         try:
             folder = export.export_folder(job=job, kind=kind)

@@ -110,6 +110,9 @@ class Student(models.Model):
     serving = models.CharField(max_length=16, choices=Serving.choices, default=Serving.LOCAL)
     created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the alias was re-pointed at it: at once on approval, on promotion after a canary (a
+    # canary's student is served before it is approved, and one that was stopped never is).
+    approved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -133,6 +136,65 @@ class StudentCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}-v{self.last}"
+
+
+class Canary(models.Model):
+    """A student answering a share of an alias's live traffic beside the alias's target (the
+    incumbent), judged on both sides, until people promote it (the alias is re-pointed at it) or
+    stop it."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        PROMOTED = "promoted"
+        STOPPED = "stopped"
+
+    class Side(models.TextChoices):
+        STUDENT = "student"
+        INCUMBENT = "incumbent"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="canaries")
+    job = models.ForeignKey(DistillationJob, on_delete=models.CASCADE, related_name="canaries")
+    student = models.OneToOneField(Student, on_delete=models.CASCADE, related_name="canary")
+    alias = models.CharField(max_length=100)
+    incumbent = models.CharField(max_length=200, help_text="The alias's target when the canary started.")
+    percent = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_by = models.CharField(max_length=200, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    judged_at = models.DateTimeField(null=True, blank=True, help_text="The last judging pass.")
+    judge_message = models.TextField(blank=True, help_text="What the last judging pass could not do.")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "alias"], condition=models.Q(status="running"), name="one_running_canary_per_alias"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alias}: {self.percent}% to {self.student} ({self.status})"
+
+
+class CanaryVerdict(models.Model):
+    """The job's judge on one live answer of a canary, from either side."""
+
+    canary = models.ForeignKey(Canary, on_delete=models.CASCADE, related_name="verdicts")
+    trace_id = models.UUIDField()
+    side = models.CharField(max_length=16, choices=Canary.Side.choices)
+    score = models.FloatField(null=True, blank=True)
+    passed = models.BooleanField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="Why the answer could not be judged.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["canary", "trace_id"], name="one_verdict_per_canary_trace")]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.trace_id}: {'unjudged' if self.error else self.score}"
 
 
 @receiver([post_save, post_delete], sender=Student)

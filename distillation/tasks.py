@@ -33,6 +33,23 @@ def evaluate(job_id: int) -> str:
     return jobs.run_phase(job_id, jobs.evaluate, last=True)
 
 
+@shared_task(name="distillation.canary_judge", queue="default", **RETRY)
+def canary_judge(canary_id: int) -> dict[str, int]:
+    from .canary import canary_judge as judge
+    from .models import Canary
+
+    canary = Canary.objects.filter(pk=canary_id).first()
+    return judge(canary=canary) if canary else {}
+
+
+@shared_task(name="distillation.canary_judge_running", queue="default", **RETRY)
+def canary_judge_running() -> int:
+    """Periodic (CELERY_BEAT_SCHEDULE): judge the new answers of every running canary."""
+    from .canary import judge_running
+
+    return judge_running()
+
+
 def enqueue_job(job_id: int) -> None:
     """Send the job's three tasks as one chain, each to its queue."""
     chain(

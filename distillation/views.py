@@ -23,7 +23,7 @@ from . import selectors, services, wizard
 from .models import DistillationJob
 
 
-def _job(project: Project, pk: int) -> DistillationJob:
+def job_or_404(project: Project, pk: int) -> DistillationJob:
     job = DistillationJob.objects.select_related("dataset_version__dataset").filter(project=project, pk=pk).first()
     if job is None:
         raise Http404("No such distillation job.")
@@ -51,7 +51,7 @@ def job_list(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = member_of(request, slug).project
-    job = _job(project, pk)
+    job = job_or_404(project, pk)
     template = "distillation/_job_progress.html" if getattr(request, "htmx", False) else "distillation/job.html"
     return render(request, template, _context(project, job))
 
@@ -109,7 +109,7 @@ def job_start(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a draft (the wizard's Start) or resume a failed or cancelled job."""
     project = member_of(request, slug).project
     try:
-        services.job_start(job=_job(project, pk))
+        services.job_start(job=job_or_404(project, pk))
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     target = reverse("distillation_job", args=[slug, pk])
@@ -125,7 +125,7 @@ def job_start(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = member_of(request, slug).project
     try:
-        services.job_cancel(job=_job(project, pk))
+        services.job_cancel(job=job_or_404(project, pk))
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("distillation_job", slug, pk)
@@ -137,7 +137,7 @@ def job_approve(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = member_of(request, slug).project
     try:
         student = services.job_approve(
-            job=_job(project, pk),
+            job=job_or_404(project, pk),
             alias=request.POST.get("alias", ""),
             user=request.user,
             serve=request.POST.get("serve") or None,

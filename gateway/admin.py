@@ -123,8 +123,10 @@ class AliasAdmin(admin.ModelAdmin[Alias]):
     list_filter = ["project"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Alias | None = None) -> list[str]:
-        # Renaming would orphan the history; create a new alias instead.
-        return ["project", "name"] if obj else []
+        # Renaming would orphan the history; create a new alias instead. A canary is a distillation
+        # job's (started, promoted and stopped on its page), so it is shown here, not edited.
+        canary = ["canary_target", "canary_percent"]
+        return ["project", "name", *canary] if obj else canary
 
     def save_model(self, request: HttpRequest, obj: Alias, form: Any, change: bool) -> None:
         alias = services.alias_set(

@@ -24,7 +24,8 @@ class AliasChangeSerializer(serializers.ModelSerializer):
 class AliasSerializer(serializers.ModelSerializer):
     class Meta:
         model = Alias
-        fields = ["name", "target", "fallbacks", "retries", "updated_at"]
+        fields = ["name", "target", "fallbacks", "retries", "canary_target", "canary_percent", "updated_at"]
+        read_only_fields = ["canary_target", "canary_percent"]  # set by a distillation job's canary
 
 
 class AliasTargetSerializer(serializers.Serializer):

@@ -63,6 +63,8 @@ class Route:
     target: str
     fallbacks: tuple[str, ...] = ()
     retries: int | None = None
+    canary_target: str = ""  # tried first on canary_percent of the requests
+    canary_percent: int = 0
 
 
 class TTLCache:
@@ -122,7 +124,7 @@ async def key_info(raw_key: str) -> KeyInfo | None:
 
 def _load_aliases(project_id: int) -> dict[str, Route]:
     return {
-        a.name: Route(a.target, tuple(a.fallbacks or ()), a.retries)
+        a.name: Route(a.target, tuple(a.fallbacks or ()), a.retries, a.canary_target, a.canary_percent)
         for a in Alias.objects.filter(project_id=project_id)
     }
 

@@ -129,6 +129,10 @@ class Alias(models.Model):
     retries = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="Retries per target on transient failures; empty for the engine default."
     )
+    # A canary: this share of the alias's requests goes to canary_target first (the target stays
+    # its fallback), so a new model meets live traffic before it takes all of it.
+    canary_target = models.CharField(max_length=200, blank=True, help_text="provider/model tried on a canary share.")
+    canary_percent = models.PositiveSmallIntegerField(default=0, help_text="Share of requests (0-100) to the canary.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -1,10 +1,11 @@
 """Model addressing: `provider/model`, `provider@label/model` (one stored credential), a bare model
-name mapped to its provider, or an alias with its fallback chain and retry budget. `auto`,
+name mapped to its provider, or an alias with its fallback chain, retry budget and canary share. `auto`,
 `router/<policy>` and an alias whose target is `router/<policy>` name a routing policy instead: the
 router (routing/gateway.py) picks the targets per prompt, and `routed_plan` turns its order into a plan."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from distillation.serving import looks_like_student
@@ -81,7 +82,10 @@ async def resolve(project_id: int, requested: str, retries: int | None, default_
         target = _target(requested, requested)
         await _check_student(project_id, target, requested)
         return Plan((target,), default_retries if retries is None else retries)
-    targets = tuple(_target(name, requested) for name in (route.target, *route.fallbacks))
+    names = [route.target, *route.fallbacks]
+    if route.canary_target and random.random() * 100 < route.canary_percent:  # a traffic split, not a secret
+        names.insert(0, route.canary_target)  # the incumbent target stays next: a failing canary falls back to it
+    targets = tuple(_target(name, requested) for name in dict.fromkeys(names))
     for target in targets:
         await _check_student(project_id, target, requested)
     budget = retries if retries is not None else route.retries if route.retries is not None else default_retries

@@ -159,6 +159,30 @@ def alias_set(
 
 
 @transaction.atomic
+def alias_canary_set(*, project: Project, name: str, target: str, percent: int) -> Alias:
+    """Send `percent` of the alias's requests to `target` first (its own target stays the fallback).
+    Not a target change, so not in the alias history: whoever starts the canary records it."""
+    if not 1 <= percent <= 100:
+        raise ValidationError("A canary takes from 1 to 100 percent of the requests.")
+    _validate_target(target)  # a model, never router/<policy>
+    alias = Alias.objects.select_for_update().filter(project=project, name=name).first()
+    if alias is None:
+        raise ValidationError(f"There is no alias {name!r} to put a canary on.")
+    if alias.target.startswith(ROUTER_PREFIX):
+        raise ValidationError(f"Alias {name!r} routes through {alias.target}: its policy picks the models.")
+    alias.canary_target, alias.canary_percent = target, percent
+    alias.save(update_fields=["canary_target", "canary_percent", "updated_at"])
+    return alias
+
+
+@transaction.atomic
+def alias_canary_clear(*, project: Project, name: str) -> None:
+    for alias in Alias.objects.select_for_update().filter(project=project, name=name):
+        alias.canary_target, alias.canary_percent = "", 0
+        alias.save(update_fields=["canary_target", "canary_percent", "updated_at"])
+
+
+@transaction.atomic
 def alias_delete(*, project: Project, name: str, changed_by: str) -> bool:
     alias = Alias.objects.select_for_update().filter(project=project, name=name).first()
     if alias is None:

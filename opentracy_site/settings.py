@@ -203,10 +203,18 @@ if OPENTRACY_ROUTER_LEARN_DAYS < 1 or OPENTRACY_ROUTER_LEARN_INTERVAL_S <= 0:
     raise ConfigError("OPENTRACY_ROUTER_LEARN_DAYS must be >= 1 and OPENTRACY_ROUTER_LEARN_INTERVAL_S > 0")
 # Periodic tasks: `celery -A opentracy_site beat` in distributed mode; in embedded mode a beat thread
 # runs beside the embedded worker (OPENTRACY_EMBEDDED_BEAT).
+OPENTRACY_CANARY_JUDGE_INTERVAL_S = env_float("OPENTRACY_CANARY_JUDGE_INTERVAL_S", 600.0)
+if OPENTRACY_CANARY_JUDGE_INTERVAL_S <= 0:
+    raise ConfigError("OPENTRACY_CANARY_JUDGE_INTERVAL_S must be > 0")
 CELERY_BEAT_SCHEDULE = {
     "routing.learn_all": {
         "task": "routing.learn_all",
         "schedule": OPENTRACY_ROUTER_LEARN_INTERVAL_S,
+        "options": {"queue": "default"},
+    },
+    "distillation.canary_judge_running": {
+        "task": "distillation.canary_judge_running",
+        "schedule": OPENTRACY_CANARY_JUDGE_INTERVAL_S,
         "options": {"queue": "default"},
     },
 }

@@ -4,6 +4,7 @@ alias on the fake OpenAI upstream whose answers vary, and helpers to run a job's
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from datasets import curation as C
@@ -59,3 +60,23 @@ def run_prepare(job: DistillationJob) -> DistillationJob:
     jobs.run_phase(job.pk, jobs.prepare, first=True)
     job.refresh_from_db()
     return job
+
+
+def adapter(folder: Path, rank: int = 8) -> Path:
+    """A folder vLLM accepts as a LoRA adapter (its config; the fake does not read the weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": 2 * rank, "peft_type": "LORA"}))
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    return folder
+
+
+def done_job(people: dict[str, Any], path: Path, **fields: Any) -> DistillationJob:
+    """A finished job (no training: the adapter folder is given); `fields` override, e.g. the judge."""
+    values: dict[str, Any] = {"teacher": "openai/gpt-4o", "student": "smollm2-135m-instruct", **fields}
+    return DistillationJob.objects.create(
+        project=people["project"],
+        dataset_version=frozen_version(people, rows=2),
+        status=DistillationJob.Status.DONE,
+        adapter_path=str(path),
+        **values,
+    )

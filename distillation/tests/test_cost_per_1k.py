@@ -26,8 +26,8 @@ def _student(people: dict[str, Any], fake: Any, *, name: str, alias: str, at: da
     job = S.job_create(project=people["project"], dataset_version=frozen_version(people, rows=4), teacher="teacher",
                        n=2, judge={"kind": "exact"}, settings={"steps": 2}, user=people["owner"])  # fmt: skip
     student = Student.objects.create(project=people["project"], job=job, base=job.student, adapter_path="/nowhere",
-                                     version=1, name=name, alias=alias, replaced_target="openai/gpt-4o")  # fmt: skip
-    Student.objects.filter(pk=student.pk).update(created_at=at)  # auto_now_add: set the approval time after
+                                     version=1, name=name, alias=alias, replaced_target="openai/gpt-4o",
+                                     approved_at=at)  # fmt: skip
     student.refresh_from_db()
     return student
 

@@ -5,8 +5,6 @@ failed load changes nothing; a rollback unloads (best effort) and restores the a
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,51 +20,11 @@ from routing import learning
 from routing.models import RoutingPolicy
 from tests.fakes.vllm_upstream import FakeVllm
 
-from .job_support import frozen_version
+from .job_support import adapter, done_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LOAD, UNLOAD, CHAT = "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def fake_vllm() -> Iterator[FakeVllm]:
-    fake = FakeVllm()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def vllm(fake_vllm: FakeVllm, people: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> FakeVllm:
-    """The fake registered as the project's `vllm` credential, fresh for each test."""
-    for var in ("VLLM_BASE_URL", "VLLM_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    fake_vllm.requests.clear()
-    fake_vllm.loaded.clear()
-    fake_vllm.runtime_updates = True
-    credential_set(project=people["project"], provider="vllm", api_key="", base_url=f"{fake_vllm.base_url}/v1")
-    return fake_vllm
-
-
-def adapter(folder: Path, rank: int = 8) -> Path:
-    """A folder vLLM accepts as a LoRA adapter (its config; the fake does not read the weights)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": 2 * rank, "peft_type": "LORA"}))
-    (folder / "adapter_model.safetensors").write_bytes(b"")
-    return folder
-
-
-def done_job(people: dict[str, Any], path: Path) -> DistillationJob:
-    """A finished job (no training: the adapter folder is given)."""
-    return DistillationJob.objects.create(
-        project=people["project"],
-        dataset_version=frozen_version(people, rows=2),
-        teacher="openai/gpt-4o",
-        student="smollm2-135m-instruct",
-        status=DistillationJob.Status.DONE,
-        adapter_path=str(path),
-    )
 
 
 def owner(people: dict[str, Any]) -> Client:
