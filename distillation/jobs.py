@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,13 @@ from django.utils import timezone
 from datasets import judge as J
 from datasets.models import DatasetRow, JudgeRun
 from gateway.internal import InternalCallError, chat_sync, reply_text
+from opentracy_site import heartbeat
 from opentracy_site import progress as job_progress
 
 from .models import Candidate, DistillationJob
 
 log = logging.getLogger(__name__)
+KIND = "distillation"  # the heartbeat kind of these jobs
 
 JOB_METADATA_KEY = "opentracy_distillation_job"
 SAMPLING_CONCURRENCY = 4
@@ -88,6 +91,14 @@ def run_phase(
     """Run one phase with the status guard: the first phase claims a queued job (or picks up a
     running one, on redelivery); later phases run only while the job is running. Any exception
     ends the job failed (or cancelled) with its reason. Returns the job's status afterwards."""
+    with heartbeat.beating(KIND, job_id):  # the sweep fails the job if this process dies
+        status = _run_phase(job_id, phase_fn, first=first, last=last)
+    if status != DistillationJob.Status.RUNNING:
+        heartbeat.forget(KIND, job_id)
+    return status
+
+
+def _run_phase(job_id: int, phase_fn: Callable[[DistillationJob], None], *, first: bool, last: bool) -> str:
     if first:
         claimed = DistillationJob.objects.filter(pk=job_id, status=DistillationJob.Status.QUEUED).update(
             status=DistillationJob.Status.RUNNING, started_at=timezone.now(), message=""
@@ -119,6 +130,24 @@ def run_phase(
         if last:
             _set(job, status=DistillationJob.Status.DONE, progress=1.0, finished_at=timezone.now(), phase="done")
     return str(job.status)
+
+
+def sweep_dead() -> list[int]:
+    """Fail the running jobs whose worker stopped beating (heartbeat.py); returns their ids."""
+    grace = timezone.now() - timedelta(seconds=django_settings.OPENTRACY_JOB_HEARTBEAT_S)
+    failed = []
+    running = DistillationJob.objects.filter(status=DistillationJob.Status.RUNNING, started_at__lt=grace)
+    for job_id, phase in running.values_list("pk", "phase"):
+        if heartbeat.is_dead(KIND, job_id):
+            reason = (
+                f"The worker running it stopped answering during {phase or 'start-up'} (killed, out of memory or "
+                "its host lost). Start the job again to resume: teacher samples, verdicts and checkpoints are kept."
+            )
+            job_fail(job_id=job_id, message=reason)
+            failed.append(job_id)
+    if failed:
+        log.warning("distillation jobs %s failed: their worker stopped beating", failed)
+    return failed
 
 
 def job_fail(*, job_id: int, message: str) -> None:
