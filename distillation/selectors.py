@@ -119,7 +119,7 @@ def canary_report(canary: Canary) -> dict[str, Any]:
             error_rate=round(int(errors) / int(requests), 4) if requests else None,
             cost_usd=round(float(cost), 6),
             unpriced=int(unpriced),
-            per_1k_usd=round(1000 * float(cost) / answered, 6) if answered else None,
+            per_1k_usd=round(1000 * float(cost) / answered, 6) if answered > int(unpriced) else None,  # none priced: —
             p50_latency_ms=round(float(p50), 1) if answered else None,
             p95_latency_ms=round(float(p95), 1) if answered else None,
         )

@@ -113,6 +113,8 @@ def test_split_measure_judge_against_the_incumbent_then_promote_and_roll_back(
     assert sides["incumbent"]["requests"] == 40 - len(by_student)
     assert sides["student"]["errors"] == sides["incumbent"]["errors"] == 0
     assert sides["student"]["p50_latency_ms"] > 0
+    # vLLM's answers have no price: no cost per 1k to show, rather than a misleading $0.
+    assert sides["student"]["unpriced"] == len(by_student) and sides["student"]["per_1k_usd"] is None
 
     # Exact match needs a reference: each student answer is compared with the incumbent's answer to
     # the same prompt, asked directly (the engine's own call, outside the canary's numbers).
