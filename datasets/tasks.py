@@ -7,6 +7,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
+from opentracy_site import heartbeat
+
 from .models import ClusteringRun
 
 
@@ -15,7 +17,8 @@ def cluster_run(run_id: int) -> str:
     """Run a queued clustering run to its end; returns its final status ('skipped' when not queued)."""
     from .runs import run_execute
 
-    run = run_execute(run_id=run_id)
+    with heartbeat.watched("clustering", run_id):  # recovery.sweep_dead fails it if this process dies
+        run = run_execute(run_id=run_id)
     return run.status if run is not None else "skipped"
 
 
@@ -41,7 +44,8 @@ def judge_run(judge_run_id: int) -> str:
     if run is None or run.status not in (JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING):
         return "skipped"
     try:
-        return str(judge_run_execute(run=run).status)
+        with heartbeat.watched("judge", judge_run_id):  # recovery.sweep_dead queues it again if this process dies
+            return str(judge_run_execute(run=run).status)
     except OperationalError:
         raise  # retried with backoff; the run resumes where it stopped
     except Exception as exc:

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,24 +129,6 @@ def _run_phase(job_id: int, phase_fn: Callable[[DistillationJob], None], *, firs
         if last:
             _set(job, status=DistillationJob.Status.DONE, progress=1.0, finished_at=timezone.now(), phase="done")
     return str(job.status)
-
-
-def sweep_dead() -> list[int]:
-    """Fail the running jobs whose worker stopped beating (heartbeat.py); returns their ids."""
-    grace = timezone.now() - timedelta(seconds=django_settings.OPENTRACY_JOB_HEARTBEAT_S)
-    failed = []
-    running = DistillationJob.objects.filter(status=DistillationJob.Status.RUNNING, started_at__lt=grace)
-    for job_id, phase in running.values_list("pk", "phase"):
-        if heartbeat.is_dead(KIND, job_id):
-            reason = (
-                f"The worker running it stopped answering during {phase or 'start-up'} (killed, out of memory or "
-                "its host lost). Start the job again to resume: teacher samples, verdicts and checkpoints are kept."
-            )
-            job_fail(job_id=job_id, message=reason)
-            failed.append(job_id)
-    if failed:
-        log.warning("distillation jobs %s failed: their worker stopped beating", failed)
-    return failed
 
 
 def job_fail(*, job_id: int, message: str) -> None:

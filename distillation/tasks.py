@@ -50,14 +50,6 @@ def canary_judge_running() -> int:
     return judge_running()
 
 
-@shared_task(name="distillation.sweep_dead_jobs", queue="default", **RETRY)
-def sweep_dead_jobs() -> list[int]:
-    """Periodic (CELERY_BEAT_SCHEDULE): fail running jobs whose worker died (opentracy_site/heartbeat.py)."""
-    from .jobs import sweep_dead
-
-    return sweep_dead()
-
-
 def enqueue_job(job_id: int) -> None:
     """Send the job's three tasks as one chain, each to its queue."""
     chain(

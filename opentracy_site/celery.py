@@ -18,6 +18,14 @@ def ping() -> str:
     return "pong"
 
 
+@app.task(name="opentracy_site.sweep_dead_jobs")
+def sweep_dead_jobs() -> dict[str, list[int]]:
+    """Periodic (CELERY_BEAT_SCHEDULE): put right the long jobs whose worker died (recovery.py)."""
+    from opentracy_site.recovery import sweep_dead
+
+    return sweep_dead()
+
+
 @worker_init.connect
 def _listen_for_invalidations(**kwargs: object) -> None:
     """Workers call the engine in-process (judging, naming, profile runs): their caches follow

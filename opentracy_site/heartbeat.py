@@ -1,13 +1,13 @@
-"""Liveness of distillation jobs, so a worker that dies (killed, out of memory, its host lost) does
-not leave its job "running" forever.
+"""Liveness of long jobs (clustering, judge and profile runs, distillation jobs), so a worker that
+dies (killed, out of memory, its host lost) does not leave its job "running" forever.
 
-While a phase runs, a thread of the worker process refreshes the job's heartbeat every
-TTL / 4 seconds; the heartbeat expires after OPENTRACY_JOB_HEARTBEAT_S (TTL). Between phases (the
-chain has queued the next one, e.g. training on the `gpu` queue) the job is marked as handed over
-instead, with no expiry: waiting for a free GPU worker is not death. The periodic sweep
-(`opentracy.sweep_dead_jobs`, Celery beat) fails a running job that has neither, with a reason that
-says how to resume. A dead process stops beating by itself, which is the point: no worker has to
-report its own death.
+While a job's task runs, a thread of the worker process refreshes the job's heartbeat every
+TTL / 4 seconds; the heartbeat expires after OPENTRACY_JOB_HEARTBEAT_S (TTL). Between a distillation
+job's phases (the chain has queued the next one, e.g. training on the `gpu` queue), and while a job
+queued again waits for a worker, the job is marked as handed over instead, for up to a week: waiting
+for a free GPU worker is not death. The periodic sweep (opentracy_site/recovery.py `sweep_dead`)
+puts right a running job that has neither. A dead process stops beating by itself, which is the
+point: no worker has to report its own death.
 
 The store is Redis with REDIS_URL (every worker and the beat see the same keys), else a dict in
 this process (the embedded mode: worker and beat share the process; a restart is handled by
@@ -26,6 +26,7 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 PREFIX = "opentracy:heartbeat"
+HANDED_TTL_S = 7 * 24 * 3600  # a job waits this long for a worker at most before the sweep sees it dead
 
 
 class _LocalStore:
@@ -100,9 +101,21 @@ def beating(kind: str, pk: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-        store = _store()
-        store.set(handed, "1")
-        store.delete(alive)
+        hand_over(kind, pk)
+        _store().delete(alive)
+
+
+def hand_over(kind: str, pk: int) -> None:
+    """The job waits for a worker to pick it up (its task is queued, or retried after an error)."""
+    _store().set(_keys(kind, pk)[1], "1", ex=HANDED_TTL_S)
+
+
+@contextmanager
+def watched(kind: str, pk: int) -> Iterator[None]:
+    """A job run by one task: beating while it runs, forgotten when the task returns."""
+    with beating(kind, pk):
+        yield
+    forget(kind, pk)
 
 
 def forget(kind: str, pk: int) -> None:

@@ -204,7 +204,7 @@ if OPENTRACY_ROUTER_LEARN_DAYS < 1 or OPENTRACY_ROUTER_LEARN_INTERVAL_S <= 0:
 # Periodic tasks: `celery -A opentracy_site beat` in distributed mode; in embedded mode a beat thread
 # runs beside the embedded worker (OPENTRACY_EMBEDDED_BEAT).
 OPENTRACY_CANARY_JUDGE_INTERVAL_S = env_float("OPENTRACY_CANARY_JUDGE_INTERVAL_S", 600.0)
-# A running distillation job whose worker has not beaten for this long is failed (opentracy_site/heartbeat.py).
+# A running long job whose worker has not beaten for this long is put right (opentracy_site/heartbeat.py).
 OPENTRACY_JOB_HEARTBEAT_S = env_int("OPENTRACY_JOB_HEARTBEAT_S", 120)
 if OPENTRACY_CANARY_JUDGE_INTERVAL_S <= 0 or OPENTRACY_JOB_HEARTBEAT_S < 1:
     raise ConfigError("OPENTRACY_CANARY_JUDGE_INTERVAL_S must be > 0 and OPENTRACY_JOB_HEARTBEAT_S >= 1")
@@ -214,8 +214,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": OPENTRACY_ROUTER_LEARN_INTERVAL_S,
         "options": {"queue": "default"},
     },
-    "distillation.sweep_dead_jobs": {
-        "task": "distillation.sweep_dead_jobs",
+    "opentracy_site.sweep_dead_jobs": {
+        "task": "opentracy_site.sweep_dead_jobs",
         "schedule": max(1.0, OPENTRACY_JOB_HEARTBEAT_S / 2),
         "options": {"queue": "default"},
     },

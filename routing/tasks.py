@@ -14,6 +14,8 @@ from typing import Any
 from celery import shared_task
 from django.db import OperationalError
 
+from opentracy_site import heartbeat
+
 RETRY: dict[str, Any] = {"autoretry_for": (OperationalError,), "retry_backoff": True, "max_retries": 3}
 
 
@@ -31,7 +33,8 @@ def profile_run(run_id: int) -> str:
     from .profile_runs import execute, profile_run_fail
 
     try:
-        run = execute(run_id=run_id)
+        with heartbeat.watched("profile", run_id):  # recovery.sweep_dead fails it if this process dies
+            run = execute(run_id=run_id)
     except Exception as exc:
         profile_run_fail(run_id=run_id, message=f"{type(exc).__name__}: {exc}")
         raise
