@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from datasets.curation import acting_user, answer_text, trace_messages
@@ -72,7 +72,10 @@ def canary_start(
             )
         )
 
-    put_in_service(job, alias, serve or settings.OPENTRACY_STUDENT_SERVING, share, user)
+    try:
+        put_in_service(job, alias, serve or settings.OPENTRACY_STUDENT_SERVING, share, user)
+    except IntegrityError:  # another canary started on the alias meanwhile (one_running_canary_per_alias)
+        raise ValidationError({"alias": f"A canary already runs on {alias!r}: promote or stop it first."}) from None
     return started[0]
 
 
