@@ -6,7 +6,13 @@ Run (from the repository root; the machine is shared, so nice it):
     nice -n 15 .venv/bin/python bench/distill_banking77.py --quick         # smoke run: 5 x 8, a few steps
     .venv/bin/python bench/distill_banking77.py --full --steps 2000 --batch-size 16  # GPU: all 77, full train split
     options: --intents K --per-intent M --steps S --batch-size B --lr LR --n N --modes sft,bond
+             --target-modules a,b --lr-warmup F --constant-lr --beta-warmup F
              --max-new-tokens T --held-out-fraction F --seed S
+
+Training defaults: 240 steps of 4 on the CPU (3 passes over the 320 training prompts), peak lr 2e-3 with the
+trainer's warm-up + cosine decay, LoRA r 16 on every linear layer (the trainer's default target_modules),
+BOND's β = 0.5 reached after the trainer's warm start (β = 0 for the first half of the steps, then a
+linear ramp: --beta-warmup).
 
 The task: classify a customer's banking request into one of the Banking77 intents. Every prompt
 is a system message listing the label set ("Classify the customer's banking request into exactly
@@ -21,7 +27,7 @@ OPENTRACY_VAR_DIR; the converted SmolLM2 weights are read from the repository's 
 present): the prompts are imported as a dataset (JSONL rows with the reference), the version is
 frozen, and one DistillationJob per mode is created on it (N teacher samples per training prompt,
 20% held out; both jobs use the same seed, hence the same split) — `sft` (β = 0) and `bond`
-(β = 0.5). Each job's three phases run as the Celery chain runs them, but synchronously in this
+(β = 0.5 after the warm start). Each job's three phases run as the Celery chain runs them, but synchronously in this
 process (`jobs.run_phase` with `jobs.prepare`, `jobs.train`, `jobs.evaluate`: the functions the
 tasks call): sampling the teacher through the engine's own /v1 path, exact-match verdicts, LoRA
 training of SmolLM2-135M-Instruct, then the held-out evaluation. The figures are the job's own
@@ -32,7 +38,7 @@ same command runs on a GPU machine.
 
 Targets (the distillation issue): CPU (20 intents, 20 prompts each) agreement >= 85% after, from
 under 10% before; GPU (--full: 77 intents, the full train split) >= 92%. Ends with one JSON line.
-Measured results, and why BOND trails SFT from a cold start here: docs/benchmarks.md.
+Measured results, and why BOND needs its β warm start here: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -50,11 +56,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from distillation.trainer import TrainSettings  # noqa: E402  (a cheap import: torch loads lazily)
+
 DATA = ROOT.parent / "shared" / "datasets" / "banking77"
 TARGET_CPU = 85.0  # % agreement after, 20 intents x 20 prompts
 TARGET_BEFORE = 10.0  # % agreement of the untrained base, at most
 TARGET_GPU = 92.0  # % agreement after, all 77 intents, full train split
 BETAS = {"sft": 0.0, "bond": 0.5}
+LR = 2e-3
+STEPS_CPU = 240
 
 
 def engine() -> None:
@@ -153,6 +163,10 @@ def run_job(project: Any, version: Any, mode: str, args: argparse.Namespace) -> 
     settings = {
         "mode": mode,
         "beta": BETAS[mode],
+        "beta_warmup": args.beta_warmup,
+        "lr_warmup": args.lr_warmup,
+        "lr_decay": not args.constant_lr,
+        "target_modules": args.target_modules.split(","),
         "steps": args.steps,
         "batch_size": args.batch_size,
         "lr": args.lr,
@@ -215,7 +229,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 5 intents x 8 prompts, 6 steps")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument("--target-modules", default=",".join(TrainSettings.target_modules), help="LoRA targets")
+    ap.add_argument("--beta-warmup", type=float, default=TrainSettings.beta_warmup, help="BOND: β 0, then ramped")
+    ap.add_argument("--lr-warmup", type=float, default=TrainSettings.lr_warmup, help="fraction of steps")
+    ap.add_argument("--constant-lr", action="store_true", help="no cosine decay after the warm-up")
     ap.add_argument("--n", type=int, default=4, help="teacher samples per training prompt")
     ap.add_argument("--modes", default="sft,bond")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="default: the longest label's tokens + 2")
@@ -224,7 +242,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.intents, args.per_intent = 5, 8
-    args.steps = args.steps or (6 if args.quick else 2000 if args.full else 30)
+    args.steps = args.steps or (6 if args.quick else 2000 if args.full else STEPS_CPU)
     args.batch_size = args.batch_size or (4 if args.quick else 16 if args.full else 4)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := [m for m in modes if m not in BETAS]:
@@ -250,7 +268,9 @@ def main() -> None:
         version = frozen_version(project, rows, labels)
         print(
             f"Banking77: {len(labels)} intents, {len(rows)} prompts, N={args.n}, held out {args.held_out_fraction}, "
-            f"steps {args.steps}, batch {args.batch_size}, lr {args.lr}, max_new_tokens {args.max_new_tokens}",
+            f"steps {args.steps}, batch {args.batch_size}, lr {args.lr} (warm-up {args.lr_warmup}, "
+            f"{'constant' if args.constant_lr else 'cosine'}), LoRA on {args.target_modules}, "
+            f"beta warm-up {args.beta_warmup}, max_new_tokens {args.max_new_tokens}",
             flush=True,
         )
         results = [run_job(project, version, mode, args) for mode in modes]
@@ -303,6 +323,10 @@ def main() -> None:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "lr_warmup": args.lr_warmup,
+        "lr_decay": not args.constant_lr,
+        "target_modules": args.target_modules,
+        "beta_warmup": args.beta_warmup,
         "max_new_tokens": args.max_new_tokens,
         "held_out_fraction": args.held_out_fraction,
         "seed": args.seed,

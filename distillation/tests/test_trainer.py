@@ -5,6 +5,7 @@ OPENTRACY_LOCAL_MODEL_DIR is set, so only the first run pays the GGUF conversion
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -77,7 +78,8 @@ def test_adapter_is_saved_and_reloads(sft_run: trainer.TrainResult, tmp_path: Pa
     adapter = sft_run.adapter_dir
     assert (adapter / "adapter_model.safetensors").is_file()
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["r"] == 8 and set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert config["r"] == 8 and set(config["target_modules"]) == set(TrainSettings().target_modules)
+    assert {"q_proj", "v_proj", "gate_proj", "down_proj"} <= set(config["target_modules"])  # attention and MLP
     tuned = trainer.generate(base=BASE, adapter_dir=adapter, messages=EXAMPLES[0].messages, max_new_tokens=8)
     plain = trainer.generate(base=BASE, adapter_dir=None, messages=EXAMPLES[0].messages, max_new_tokens=8)
     assert isinstance(tuned, str) and isinstance(plain, str) and tuned
@@ -170,11 +172,11 @@ def test_out_of_memory_is_retried_once_with_half_the_batch(tmp_path: Path, monke
     real = trainer._micro_batch
     sizes: list[int] = []
 
-    def flaky(run: Any, examples: Any, indices: list[int], rng: Any) -> Any:
+    def flaky(run: Any, examples: Any, indices: list[int], rng: Any, beta: float) -> Any:
         sizes.append(len(indices))
         if len(sizes) == 1:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(run, examples, indices, rng)
+        return real(run, examples, indices, rng, beta)
 
     monkeypatch.setattr(trainer, "_micro_batch", flaky)
     result = trainer.train(base=BASE, examples=EXAMPLES, out_dir=tmp_path, settings=quick(mode="sft", steps=1))
@@ -188,5 +190,56 @@ def test_inputs_are_checked_before_loading_anything(tmp_path: Path) -> None:
         trainer.train(base=BASE, examples=EXAMPLES, out_dir=tmp_path, settings=quick(mode="bond"))
     with pytest.raises(ValueError, match="no training examples"):
         trainer.train(base=BASE, examples=[], out_dir=tmp_path, settings=quick(mode="sft"))
+    with pytest.raises(ValueError, match="fractions"):
+        trainer.train(base=BASE, examples=EXAMPLES, out_dir=tmp_path, settings=quick(mode="sft", beta_warmup=1.5))
+    with pytest.raises(ValueError, match="fractions"):
+        trainer.train(base=BASE, examples=EXAMPLES, out_dir=tmp_path, settings=quick(mode="sft", lr_warmup=-0.1))
     with pytest.raises(trainer.StudentUnavailable, match="not a model directory"):
         trainer.load_student(str(tmp_path / "no-such-model"))
+
+
+# ---------------------------------------------------------------- schedules: pure functions of the step
+
+
+def test_beta_is_zero_during_the_warm_start_then_ramps_linearly() -> None:
+    bond = TrainSettings(mode="bond", beta=0.5, steps=10, beta_warmup=0.4)  # W = 4 steps of β = 0
+    assert [trainer.effective_beta(bond, t) for t in range(1, 11)] == pytest.approx(
+        [0, 0, 0, 0, 0.5 / 6, 1 / 6, 1.5 / 6, 2 / 6, 2.5 / 6, 0.5]  # then (t − 4)/6 of β, β at the last step
+    )
+    assert trainer.effective_beta(TrainSettings(mode="bond", beta=0.5, steps=10, beta_warmup=0.0), 1) == 0.5
+    assert trainer.effective_beta(TrainSettings(mode="jbond", beta=0.3, steps=4, beta_warmup=0.5), 3) == (
+        pytest.approx(0.15)
+    )
+    assert all(trainer.effective_beta(TrainSettings(mode="bond", steps=5, beta_warmup=1.0), t) == 0 for t in range(6))
+    assert trainer.effective_beta(TrainSettings(mode="sft", beta=0.5, steps=10, beta_warmup=0.0), 5) == 0.0
+    assert trainer.backward_steps(bond) == 6 and trainer.backward_steps(TrainSettings(mode="sft", steps=10)) == 0
+    # W need not be a whole number of steps: 0.25 × 3 = 0.75, so step 1 already ramps.
+    odd = TrainSettings(mode="bond", beta=1.0, steps=3, beta_warmup=0.25)
+    assert [trainer.effective_beta(odd, t) for t in (1, 2, 3)] == pytest.approx([0.25 / 2.25, 1.25 / 2.25, 1.0])
+
+
+def test_learning_rate_warms_up_then_decays_on_a_cosine() -> None:
+    s = TrainSettings(steps=10, lr_warmup=0.2, lr_decay=True)  # 2 warm-up steps, then 8 on the cosine
+    factors = [trainer.lr_factor(s, t) for t in range(1, 11)]
+    assert factors[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert factors[2:] == pytest.approx([0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)])
+    assert all(a > b for a, b in itertools.pairwise(factors[2:])) and factors[-1] > 0
+    flat = TrainSettings(steps=10, lr_warmup=0.0, lr_decay=False)
+    assert [trainer.lr_factor(flat, t) for t in (1, 5, 10)] == [1.0, 1.0, 1.0]
+
+
+def test_bond_warm_start_skips_the_backward_term_then_logs_beta_and_lr(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def scorer(messages: list[dict[str, Any]], answer: str) -> float:
+        calls.append(answer)
+        return length_scorer(messages, answer)
+
+    settings = quick(mode="bond", beta=0.5, steps=2, beta_warmup=0.5, lr_warmup=0.5)
+    result = trainer.train(base=BASE, examples=EXAMPLES, out_dir=tmp_path, settings=settings, scorer=scorer)
+    first, second = result.history
+    assert first["beta"] == 0.0 and first["backward"] == 0.0 and "score" not in first  # step 1: SFT, no sampling
+    assert first["loss"] == pytest.approx(first["forward"], rel=1e-5)
+    assert second["beta"] == 0.5 and "score" in second and len(calls) == 2  # step 2: one sample per prompt
+    assert second["loss"] == pytest.approx(0.5 * second["forward"] + 0.5 * second["backward"], rel=1e-4, abs=1e-4)
+    assert [first["lr"], second["lr"]] == pytest.approx([1e-3, 1e-3])  # warm-up of 1 step, then cos(0)
