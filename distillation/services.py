@@ -67,6 +67,8 @@ def settings_clean(raw: dict[str, Any] | None) -> dict[str, Any]:
 
 _RANGES: dict[str, tuple[float, float]] = {
     "beta": (0.0, 1.0),
+    "beta_warmup": (0.0, 1.0),
+    "lr_warmup": (0.0, 1.0),
     "steps": (1, 100_000),
     "batch_size": (1, 512),
     "grad_accum": (1, 512),
@@ -202,26 +204,31 @@ def estimate_compute(
     teacher_calls = len(train) * n + held  # + one teacher answer per held-out prompt in the evaluation
     teacher_usd = _price_per_call(project, teacher, round(avg_prompt), round(avg_answer))
 
-    bond = settings["mode"] in ("bond", "jbond")
+    from .trainer import TrainSettings, backward_steps  # a cheap import: the trainer loads torch lazily
+
+    # Under BOND only the steps past the β warm start sample the student (and ask the judge).
+    sampling_steps = backward_steps(TrainSettings(**settings)) if settings["mode"] in ("bond", "jbond") else 0
+    per_step = settings["batch_size"] * settings["grad_accum"]  # examples read per optimizer step
     llm_judge = judge_kind == "pointwise"
     judge_calls = {
         "candidates": len(train) * n,
-        "student_samples": settings["steps"] * settings["batch_size"] if bond else 0,
+        "student_samples": sampling_steps * per_step,
         "evaluation": held * 3,  # student, teacher and the untrained base, each scored
     }
     total_judge = sum(judge_calls.values()) if llm_judge else 0
     judge_prompt = _tokens(POINTWISE_SYSTEM) + round(avg_prompt) + round(avg_answer)
     judge_usd = _price_per_call(project, judge_alias, judge_prompt, JUDGE_REPLY_TOKENS) if llm_judge else 0.0
 
-    # Training: each step reads batch × grad_accum examples, each with its N candidates under BOND
-    # (plus a sampled answer), or the best one under SFT.
-    seqs = (n + 1) if bond else 1
-    tokens_per_step = settings["batch_size"] * settings["grad_accum"] * seqs * (avg_prompt + avg_answer)
-    if bond:  # sampling the student's answers token by token costs about as much again
-        tokens_per_step += settings["batch_size"] * settings["max_new_tokens"] * 2
+    # Training: each step reads batch × grad_accum examples: the best candidate alone (SFT, and BOND's
+    # warm start), or all N candidates plus a sampled answer, whose token-by-token sampling costs
+    # about as much again (BOND past its warm start).
+    sft_step = per_step * (avg_prompt + avg_answer)
+    bond_step = per_step * ((n + 1) * (avg_prompt + avg_answer) + settings["max_new_tokens"] * 2)
+    total_tokens = (settings["steps"] - sampling_steps) * sft_step + sampling_steps * bond_step
+    tokens_per_step = total_tokens / settings["steps"]
     scale = students.student_params_m(student) / 135
     seconds = {
-        device: round(settings["steps"] * tokens_per_step * scale / tps, 1)
+        device: round(total_tokens * scale / tps, 2)
         for device, tps in students.TOKENS_PER_S_135M.items()
         if device != "mps"
     }

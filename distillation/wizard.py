@@ -28,7 +28,7 @@ from .trainer import TrainSettings
 STEPS = (1, 2, 3, 4)
 # The settings the wizard shows (the rest keep the trainer's defaults).
 SETTING_FIELDS = (
-    "mode", "steps", "batch_size", "grad_accum", "lr", "beta", "lora_r", "lora_alpha", "lora_dropout",
+    "mode", "steps", "batch_size", "grad_accum", "lr", "beta", "beta_warmup", "lora_r", "lora_alpha", "lora_dropout",
     "target_modules", "max_new_tokens", "temperature", "seed", "device",
 )  # fmt: skip
 FIELDS = {

@@ -54,8 +54,9 @@ def test_create_splits_and_estimates_before_anything_runs(people: dict[str, Any]
     est = job.estimate
     assert est["train_prompts"] == 8 and est["held_out_prompts"] == 2
     assert est["teacher"]["calls"] == 8 * 4 + 2 and est["teacher"]["usd"] > 0
-    assert est["judge"]["breakdown"] == {"candidates": 32, "student_samples": 4 * 2, "evaluation": 6}
-    assert est["judge"]["calls"] == 46 and est["judge"]["usd"] > 0
+    # BOND's β warm start: steps 1-2 of 4 train on the best candidate alone; steps 3-4 sample 2 answers each.
+    assert est["judge"]["breakdown"] == {"candidates": 32, "student_samples": 2 * 2, "evaluation": 6}
+    assert est["judge"]["calls"] == 42 and est["judge"]["usd"] > 0
     assert est["total_usd"] == pytest.approx(est["teacher"]["usd"] + est["judge"]["usd"])
     assert est["training_seconds"]["cpu"] > est["training_seconds"]["cuda"] > 0
     assert not Candidate.objects.exists()  # nothing sampled yet
@@ -276,3 +277,8 @@ def test_settings_clean_fills_defaults_and_keeps_teacher_base_optional() -> None
     assert clean["teacher_base"] is None and clean["mode"] == "bond" and clean["target_modules"]
     assert S.settings_clean({"teacher_base": " smollm2-135m-instruct "})["teacher_base"] == "smollm2-135m-instruct"
     assert S.settings_clean({"teacher_base": ""})["teacher_base"] is None
+    # The schedules' fractions are refused out of range at creation, not when training starts.
+    with pytest.raises(ValidationError) as refused:
+        S.settings_clean({"beta_warmup": 1.5, "lr_warmup": -0.1, "lr_decay": "yes"})
+    assert set(refused.value.message_dict) == {"beta_warmup", "lr_warmup", "lr_decay"}
+    assert refused.value.message_dict["beta_warmup"] == ["Must be from 0 to 1."]
