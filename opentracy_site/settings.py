@@ -188,6 +188,11 @@ OPENTRACY_LOCAL_MODEL_DIR = Path(env_str("OPENTRACY_LOCAL_MODEL_DIR", str(VAR_DI
 # it is given). How approved students are served unless the approval says: "local" or "vllm".
 OPENTRACY_ADAPTER_DIR = Path(env_str("OPENTRACY_ADAPTER_DIR", str(VAR_DIR / "distillation"))).resolve()
 OPENTRACY_STUDENT_SERVING = env_str("OPENTRACY_STUDENT_SERVING", "local")
+# `local` students: LoRA adapters on one shared copy of each base ("adapter"), or each merged into a base copy
+# of its own ("merged": a little faster per token, a base's memory per student).
+OPENTRACY_LOCAL_STUDENTS = env_str("OPENTRACY_LOCAL_STUDENTS", "adapter")
+if OPENTRACY_LOCAL_STUDENTS not in ("adapter", "merged"):
+    raise ConfigError(f"OPENTRACY_LOCAL_STUDENTS must be adapter or merged, got {OPENTRACY_LOCAL_STUDENTS!r}")
 if OPENTRACY_STUDENT_SERVING not in ("local", "vllm"):
     raise ConfigError(f"OPENTRACY_STUDENT_SERVING must be local or vllm, got {OPENTRACY_STUDENT_SERVING!r}")
 

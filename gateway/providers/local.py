@@ -47,6 +47,7 @@ class LoadedModel:
     tokenizer: Any
     source: str  # "cache" or "gguf"
     seconds: float
+    adapter: str | None = None  # a LoRA adapter of `model` (a peft model holding several) made active to generate
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,8 @@ def _generate(loaded: LoadedModel, job: _Job, cancel: threading.Event, streamer:
         return []
     stopper = _stopper_class()(loaded.tokenizer, job.prompt_tokens, job.stops, cancel)
     with _generate_lock, torch.inference_mode():
+        if loaded.adapter is not None:  # students sharing one base: this request's adapter answers
+            loaded.model.set_adapter(loaded.adapter)
         if job.seed is not None:
             torch.manual_seed(job.seed)
         out = loaded.model.generate(
