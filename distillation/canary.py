@@ -21,9 +21,8 @@ from django.utils import timezone
 from datasets.curation import acting_user, answer_text, trace_messages
 from datasets.models import DatasetRow
 from gateway.internal import InternalCallError, chat_sync, reply_text
-from gateway.resolve import ROUTER_PREFIX
 from gateway.selectors import alias_get
-from gateway.services import alias_canary_clear, alias_canary_set, alias_set
+from gateway.services import alias_canary_clear, alias_canary_set, alias_for_canary, alias_set
 
 from . import selectors, vllm
 from .approval import mark_approved, put_in_service, who
@@ -48,17 +47,15 @@ def canary_start(
     the alias's requests to it. The alias must exist and name a model (not a routing policy)."""
     alias = (alias or "").strip()
     percent = _percent(percent)
-    current = alias_get(project=job.project, name=alias) if alias else None
-    if alias and current is None:
-        raise ValidationError({"alias": f"There is no alias {alias!r}: a canary shares an existing alias's traffic."})
-    if current is not None and current.target.startswith(ROUTER_PREFIX):
-        raise ValidationError({"alias": f"Alias {alias!r} routes through {current.target}: its policy picks models."})
+    try:  # checked before a student number is taken or vLLM loads anything
+        current = alias_for_canary(project=job.project, name=alias)
+    except ValidationError as exc:
+        raise ValidationError({"alias": exc.messages}) from None
     if Canary.objects.filter(project=job.project, alias=alias, status=Canary.Status.RUNNING).exists():
         raise ValidationError({"alias": f"A canary already runs on {alias!r}: promote or stop it first."})
     started: list[Canary] = []
 
     def share(student: Student) -> None:
-        assert current is not None  # checked above; put_in_service rejects an empty alias first
         alias_canary_set(project=job.project, name=alias, target=student.model, percent=percent)
         started.append(
             Canary.objects.create(

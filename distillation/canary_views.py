@@ -26,6 +26,11 @@ def _panel(request: HttpRequest, project: Project, job: DistillationJob, problem
     return render(request, "distillation/_canary.html", context)
 
 
+def _percent(request: HttpRequest) -> int | str:
+    raw = request.POST.get("percent", "")
+    return int(raw) if raw.isdigit() else raw  # the service names what is wrong with anything else
+
+
 @login_required
 @require_GET
 def canary_panel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
@@ -38,11 +43,9 @@ def canary_panel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def canary_start(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = member_of(request, slug).project
     job = job_or_404(project, pk)
-    percent = request.POST.get("percent", "")
     try:
         canary.canary_start(job=job, alias=request.POST.get("alias", ""), user=request.user,
-                            percent=int(percent) if percent.isdigit() else percent,
-                            serve=request.POST.get("serve") or None)  # fmt: skip
+                            percent=_percent(request), serve=request.POST.get("serve") or None)  # fmt: skip
     except ValidationError as exc:
         return _panel(request, project, job, " ".join(exc.messages))
     except services.ServingFailed as exc:
@@ -62,8 +65,7 @@ def canary_action(request: HttpRequest, slug: str, pk: int, action: str) -> Http
         if found is None:
             raise ValidationError("This job has no canary.")
         if action == "percent":
-            percent = request.POST.get("percent", "")
-            canary.canary_update(canary=found, percent=int(percent) if percent.isdigit() else percent)
+            canary.canary_update(canary=found, percent=_percent(request))
         elif action == "judge":
             tasks.canary_judge.delay(found.pk)
         elif action == "promote":

@@ -14,13 +14,19 @@ from traces.filters import TraceFilters, where
 from .models import Canary, CanaryVerdict, Student
 
 
+def _apps_where(project_id: int, filters: TraceFilters) -> tuple[list[str], dict[str, Any]]:
+    """traces.filters.where, less the engine's own calls (judges, teachers, canary references)."""
+    clauses, params = where(project_id, filters)
+    clauses.append("NOT mapContains(metadata, {internal_key:String})")
+    params["internal_key"] = INTERNAL_METADATA_KEY
+    return clauses, params
+
+
 def _window(project_id: int, alias: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
     """The apps' answered requests on `alias` in [since, until) (the engine's own calls, e.g. a
     job's teacher samples, left out), their cost and cost per 1k requests (USD). Unpriced answers
     count as requests but not as cost; they are reported so the figure is not read as exact."""
-    clauses, params = where(project_id, TraceFilters(since=since, until=until, alias=alias, status="ok"))
-    clauses.append("NOT mapContains(metadata, {internal_key:String})")
-    params["internal_key"] = INTERNAL_METADATA_KEY
+    clauses, params = _apps_where(project_id, TraceFilters(since=since, until=until, alias=alias, status="ok"))
     _cols, rows = clickhouse.query(
         "SELECT count(), sum(ifNull(cost_total_usd, 0)), countIf(cost_total_usd IS NULL),"  # noqa: S608
         f" groupUniqArray(3)(resolved_model) FROM {TRACES_TABLE} WHERE {' AND '.join(clauses)}",
@@ -74,9 +80,8 @@ _SIDE = "if(resolved_model = {student:String}, 'student', 'incumbent')"  # a fal
 def _canary_where(canary: Canary) -> tuple[list[str], dict[str, Any]]:
     """The apps' requests on the canary's alias while it ran (the engine's own calls left out)."""
     filters = TraceFilters(since=canary.started_at, until=canary.ended_at, alias=canary.alias)
-    clauses, params = where(canary.project_id, filters)
-    clauses.append("NOT mapContains(metadata, {internal_key:String})")
-    params.update(internal_key=INTERNAL_METADATA_KEY, student=canary.student.model)
+    clauses, params = _apps_where(canary.project_id, filters)
+    params["student"] = canary.student.model
     return clauses, params
 
 

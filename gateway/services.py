@@ -158,6 +158,17 @@ def alias_set(
     return alias
 
 
+def alias_for_canary(*, project: Project, name: str, lock: bool = False) -> Alias:
+    """The alias a canary can share: it exists and names a model (a routing policy picks its own)."""
+    rows = Alias.objects.filter(project=project, name=name)
+    alias = (rows.select_for_update() if lock else rows).first()
+    if alias is None:
+        raise ValidationError(f"There is no alias {name!r} to put a canary on.")
+    if alias.target.startswith(ROUTER_PREFIX):
+        raise ValidationError(f"Alias {name!r} routes through {alias.target}: its policy picks the models.")
+    return alias
+
+
 @transaction.atomic
 def alias_canary_set(*, project: Project, name: str, target: str, percent: int) -> Alias:
     """Send `percent` of the alias's requests to `target` first (its own target stays the fallback).
@@ -165,11 +176,7 @@ def alias_canary_set(*, project: Project, name: str, target: str, percent: int) 
     if not 1 <= percent <= 100:
         raise ValidationError("A canary takes from 1 to 100 percent of the requests.")
     _validate_target(target)  # a model, never router/<policy>
-    alias = Alias.objects.select_for_update().filter(project=project, name=name).first()
-    if alias is None:
-        raise ValidationError(f"There is no alias {name!r} to put a canary on.")
-    if alias.target.startswith(ROUTER_PREFIX):
-        raise ValidationError(f"Alias {name!r} routes through {alias.target}: its policy picks the models.")
+    alias = alias_for_canary(project=project, name=name, lock=True)
     alias.canary_target, alias.canary_percent = target, percent
     alias.save(update_fields=["canary_target", "canary_percent", "updated_at"])
     return alias

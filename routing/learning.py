@@ -299,18 +299,20 @@ def _student_outcomes(student: Any) -> list[tuple[Any, bool]]:
     return out
 
 
+def _joinable(student: Any) -> list[RoutingPolicy]:
+    """The project's policies that have one of the student's teachers as a candidate."""
+    teachers = _teachers(student)
+    policies = RoutingPolicy.objects.filter(project_id=student.project_id).order_by("pk")
+    return [p for p in policies if teachers & set(candidates_of(p))]
+
+
 def student_join(*, student: Any) -> list[int]:
     """Add the student's model (`local/<name>` or `vllm/<name>`, as it is served) to every policy of
     its project that has the student's teacher as a candidate, with its held-out evaluation as its
     STUDENT_EVAL cells (replacing earlier ones, so a second call changes nothing). Returns the ids of
     the policies it joined."""
-    teachers = _teachers(student)
     model = student.model
-    policies = [
-        p
-        for p in RoutingPolicy.objects.filter(project_id=student.project_id).order_by("pk")
-        if teachers & set(candidates_of(p))
-    ]
+    policies = _joinable(student)
     if not policies:
         return []
     outcomes = _student_outcomes(student)
@@ -365,7 +367,10 @@ def student_leave(*, student: Any) -> list[int]:
 
 def student_approved(*, student: Any) -> None:
     """Called by distillation's approval: the student joins its project's policies once the
-    approval commits, on the worker (embedding its evaluation rows loads the router's model)."""
+    approval commits, on the worker (embedding its evaluation rows loads the router's model). No
+    task is sent when no policy routes to its teacher."""
+    if not _joinable(student):
+        return
 
     def enqueue() -> None:
         from .tasks import student_join as task

@@ -203,13 +203,8 @@ def _done_job(people: dict[str, Any], version: Any, tmp_path: Path, name: str) -
 
 
 def test_approve_repoints_the_alias_with_history_and_rollback(
-    people: dict[str, Any], fake: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    people: dict[str, Any], fake: Any, tmp_path: Path
 ) -> None:
-    from routing import learning
-
-    # The routing join runs as a Celery task after commit; in the distributed suite the session's worker
-    # ran it during this test's TRUNCATE teardown and deadlocked (CI). It has its own tests in routing/.
-    monkeypatch.setattr(learning, "student_approved", lambda student: None)
     project, owner = people["project"], people["owner"]
     alias_set(project=project, name="support-bot", target="openai/gpt-4o", changed_by="test")
     version = frozen_version(people, rows=3)

@@ -46,7 +46,6 @@ def test_approve_loads_the_adapter_and_the_alias_reaches_vllm(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(learning, "student_approved", lambda student: None)
     alias_set(project=people["project"], name="bot", target="openai/gpt-4o", changed_by="test")
     job = done_job(people, adapter(tmp_path / "a"))
     resp = approve(owner(people), job, alias="bot", serve="vllm")
@@ -84,10 +83,7 @@ def test_approve_loads_the_adapter_and_the_alias_reaches_vllm(
     assert set(vllm.loaded) == {name, "smollm2-135m-instruct-v2"}
 
 
-def test_a_failed_load_changes_nothing_and_says_why(
-    people: dict[str, Any], vllm: FakeVllm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(learning, "student_approved", lambda student: None)
+def test_a_failed_load_changes_nothing_and_says_why(people: dict[str, Any], vllm: FakeVllm, tmp_path: Path) -> None:
     project = people["project"]
     alias_set(project=project, name="bot", target="openai/gpt-4o", changed_by="test")
     history = AliasChange.objects.filter(project=project).count()
@@ -123,10 +119,7 @@ def test_a_failed_load_changes_nothing_and_says_why(
     assert ok.status_code == 200 and ok.json()["student"] == "smollm2-135m-instruct-v4"
 
 
-def test_rollback_unloads_and_restores_the_alias(
-    people: dict[str, Any], vllm: FakeVllm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(learning, "student_approved", lambda student: None)
+def test_rollback_unloads_and_restores_the_alias(people: dict[str, Any], vllm: FakeVllm, tmp_path: Path) -> None:
     project, client = people["project"], owner(people)
     alias_set(project=project, name="bot", target="openai/gpt-4o", changed_by="test")
     first = done_job(people, adapter(tmp_path / "a"))
@@ -166,10 +159,7 @@ def test_setting_picks_the_serving_and_routing_adds_the_served_model(
     assert local.model == f"local/{local.name}" and len(vllm.calls(LOAD)) == 1
 
 
-def test_names_are_never_reused_even_after_students_are_deleted(
-    people: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(learning, "student_approved", lambda student: None)
+def test_names_are_never_reused_even_after_students_are_deleted(people: dict[str, Any], tmp_path: Path) -> None:
     first = S.job_approve(job=done_job(people, adapter(tmp_path / "a")), alias="bot", serve="local")
     Student.objects.filter(pk=first.pk).delete()  # as a deleted project's students go
     again = S.job_approve(job=done_job(people, adapter(tmp_path / "b")), alias="bot", serve="local")
