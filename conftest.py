@@ -8,6 +8,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Before a test's database is flushed, the session's worker finishes what the test queued
+    (a task left running races the flush, and on Postgres TRUNCATE deadlocks with it)."""
+    from opentracy_site.worker import wait_idle
+
+    if not wait_idle(timeout_s=30):
+        warnings.warn(f"{item.nodeid} left the worker busy for 30 s; its tables are flushed anyway", stacklevel=1)
 
 
 @pytest.fixture(scope="session", autouse=True)

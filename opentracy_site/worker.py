@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -71,3 +72,28 @@ def stop_embedded_worker() -> None:
     if _worker is not None:
         _worker.stop(in_sighandler=False)
         _worker = None
+
+
+def wait_idle(timeout_s: float = 30.0) -> bool:
+    """Wait until this process's worker runs and holds no task and its queues are empty; False
+    if it is still busy after `timeout_s`. Tests call it before flushing the database, which a
+    running task would otherwise race (on Postgres, TRUNCATE deadlocks with its queries)."""
+    from celery.worker import state
+
+    if _worker is None:
+        return True
+    deadline = time.monotonic() + timeout_s
+    idle_looks = 0
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        while True:
+            queued = sum(channel.queue_declare(queue=q).message_count for q in ("default", "gpu"))
+            idle = not queued and not state.active_requests and not state.reserved_requests
+            # Twice in a row: a message the worker has just taken off the queue is in neither place
+            # until it registers the request.
+            idle_looks = idle_looks + 1 if idle else 0
+            if idle_looks == 2:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01 if idle else 0.05)
