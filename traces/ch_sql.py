@@ -7,6 +7,11 @@ from .histogram import hist_sql
 TRACES_TABLE = "traces"
 DEFAULT_RETENTION_DAYS = 90
 MAX_RETENTION_DAYS = 3650
+# The n-gram indexes of text search are built when parts merge, not on insert, where extracting
+# every trigram of prompt and response was over half of ClickHouse's cost per row (bench/
+# trace_ingest.py). A part not merged yet has no such index and is read whole by a search: the same
+# answer, and such parts are the newest and small (the first merges come within seconds).
+TEXT_INDEXES = ("idx_prompt_ngram", "idx_response_ngram")
 
 # Columns written by the trace writer, in insert order, with the default used when a record
 # lacks the field. Costs default to NULL: an unknown price is recorded as unknown, never as 0.
@@ -87,7 +92,7 @@ ANALYTICS_STATEMENTS = [
     # LIKE can use (a token bloom filter only helps whole-token matches, and people search for
     # fragments of words); trigrams, 64 KiB per index granule of 8,192 rows, as ClickHouse's docs
     # size it for long text. It skips granules that cannot contain the phrase; it never gives a wrong
-    # answer, only a slower one on a false positive.
+    # answer, only a slower one on a false positive. Inserts leave them to merges (TEXT_INDEXES).
     "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_prompt_ngram lowerUTF8(request_messages)"
     " TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 1",
     "ALTER TABLE traces ADD INDEX IF NOT EXISTS idx_response_ngram lowerUTF8(response_message)"

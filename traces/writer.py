@@ -27,7 +27,7 @@ from gateway import limits, metrics
 from opentracy_site import clickhouse
 
 from . import live, otel
-from .ch_sql import TRACE_COLUMNS, TRACES_TABLE
+from .ch_sql import TEXT_INDEXES, TRACE_COLUMNS, TRACES_TABLE
 from .cost import Pricer, pricer
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ INSERT_SETTINGS = {
     "input_format_skip_unknown_fields": 1,
     "input_format_defaults_for_omitted_fields": 1,
     "input_format_json_named_tuples_as_objects": 0,
+    "exclude_materialize_skip_indexes_on_insert": ", ".join(TEXT_INDEXES),
 }
 
 

@@ -225,3 +225,37 @@ def test_the_json_insert_stores_every_column_as_the_native_insert_did() -> None:
     empty = dict(zip(TRACE_COLUMNS, (None, *stored[minimal["trace_id"]]), strict=True))
     assert empty["cost_total_usd"] is None and empty["ttft_ms"] is None and empty["status"] == 200
     assert (empty["request_messages"], empty["request_params"], empty["endpoint"]) == ("[]", "{}", "chat")
+
+
+def test_text_indexes_are_left_to_merges_and_search_answers_the_same_before_and_after() -> None:
+    from traces.ch_sql import TEXT_INDEXES
+    from traces.writer import INSERT_SETTINGS, encode
+
+    clickhouse.command("DROP TABLE IF EXISTS traces_index_probe")
+    clickhouse.command("CREATE TABLE traces_index_probe AS traces")
+    try:
+        for word in ("apple", "kiwi"):  # two inserts: two parts for the merge to join
+            records = [_rec(request_messages=f'[{{"role":"user","content":"{word} {i}"}}]') for i in range(50)]
+            clickhouse.insert_json("traces_index_probe", encode(records), list(TRACE_COLUMNS), INSERT_SETTINGS)
+
+        def index_bytes() -> dict[str, int]:
+            _c, rows = clickhouse.query(
+                "SELECT name, data_compressed_bytes FROM system.data_skipping_indices"
+                " WHERE database = currentDatabase() AND table = 'traces_index_probe'"
+            )
+            return dict(rows)
+
+        def kiwis() -> int:
+            _c, rows = clickhouse.query(
+                "SELECT count() FROM traces_index_probe WHERE lowerUTF8(request_messages) LIKE '%kiwi 4%'"
+            )
+            return int(rows[0][0])
+
+        fresh = index_bytes()
+        assert all(fresh[name] == 0 for name in TEXT_INDEXES) and fresh["idx_tags"] > 0
+        assert kiwis() == 11  # "kiwi 4" and "kiwi 40".."kiwi 49", read without the index
+        clickhouse.command("OPTIMIZE TABLE traces_index_probe FINAL")
+        assert all(index_bytes()[name] > 0 for name in TEXT_INDEXES)
+        assert kiwis() == 11
+    finally:
+        clickhouse.command("DROP TABLE traces_index_probe")
