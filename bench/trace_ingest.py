@@ -588,41 +588,55 @@ def breakdown(chunk: list[dict[str, Any]], batch_sizes: tuple[int, ...], reps: i
 
 
 def engine_costs(blobs: list[bytes], rows: int, cols: list[str]) -> dict[str, float]:
-    """chDB's µs per row for the same JSON blocks into scratch copies of the traces table: with its
-    own rollup view (as traces), without the view, without the n-gram indexes, without any skip
-    index, and a Null table (JSON parsing only). Blocks go to each in turn, twice over; median block."""
+    """chDB's µs per row for the same JSON blocks into scratch copies of the traces table: as the
+    writer inserts (its own chain of rollup views, n-gram indexes left to merges), the same with the n-gram
+    indexes built on insert (ClickHouse's default), then without the view, without the n-gram
+    indexes, without any skip index, and a Null table (JSON parsing only). Blocks go to each in
+    turn, twice over; median block."""
     from opentracy_site import clickhouse
+    from traces.ch_sql import TEXT_INDEXES
     from traces.writer import INSERT_SETTINGS
 
-    ngram = ("idx_prompt_ngram", "idx_response_ngram")
+    indexed = {k: v for k, v in INSERT_SETTINGS.items() if k != "exclude_materialize_skip_indexes_on_insert"}
     _c, idx = clickhouse.query("SELECT name FROM system.data_skipping_indices WHERE table = 'traces'")
-    variants = {
-        "bench_full": ((), "chDB, same blocks, scratch copy of traces with its own rollup view"),
-        "bench_no_view": ((), "chDB, same blocks, no materialized view"),
-        "bench_no_ngram": (ngram, "chDB, same blocks, no view, no n-gram indexes"),
-        "bench_no_skip_index": (tuple(r[0] for r in idx), "chDB, same blocks, no view, no skip index"),
-        "bench_null": ((), "chDB, same blocks, Null engine (JSON parsing only)"),
+    every_index = tuple(r[0] for r in idx)
+    # name: (indexes dropped, rollup view, insert settings, label)
+    variants: dict[str, tuple[tuple[str, ...], bool, dict[str, Any], str]] = {
+        "bench_full": ((), True, INSERT_SETTINGS, "chDB, same blocks, scratch copy of traces, as the writer inserts"),
+        "bench_indexed": ((), True, indexed, "chDB, same blocks, n-gram indexes built on insert (default)"),
+        "bench_no_view": ((), False, INSERT_SETTINGS, "chDB, same blocks, as the writer, no materialized view"),
+        "bench_no_ngram": (TEXT_INDEXES, False, INSERT_SETTINGS, "chDB, same blocks, no view, no n-gram indexes"),
+        "bench_no_skip_index": (every_index, False, INSERT_SETTINGS, "chDB, same blocks, no view, no skip index"),
+        "bench_null": ((), False, INSERT_SETTINGS, "chDB, same blocks, Null engine (JSON parsing only)"),
     }
-    for name, (drop, _label) in variants.items():
+    # The rollup views' own SELECTs (whichever migrations made them last), to read each scratch table.
+    _c, views = clickhouse.query(
+        "SELECT name, as_select FROM system.tables WHERE database = currentDatabase()"
+        " AND name IN ('traces_hourly_mv', 'traces_daily_mv')"
+    )
+    view = dict(views)
+    scratch: list[str] = []
+    for name, (drop, with_view, _s, _label) in variants.items():
         clickhouse.command(f"CREATE TABLE {name} AS traces" + (" ENGINE = Null" if name == "bench_null" else ""))
+        scratch.insert(0, name)
         for index in drop:
             clickhouse.command(f"ALTER TABLE {name} DROP INDEX {index}")
-    clickhouse.command("CREATE TABLE bench_full_hourly AS traces_hourly")
-    # The rollup view's own SELECT (whichever migration made it last), reading the scratch table.
-    _c, view = clickhouse.query(
-        "SELECT as_select FROM system.tables WHERE database = currentDatabase() AND name = 'traces_hourly_mv'"
-    )
-    select = re.sub(r"\bFROM\s+(\w+\.)?traces\b", "FROM bench_full", view[0][0])
-    clickhouse.command(f"CREATE MATERIALIZED VIEW bench_full_mv TO bench_full_hourly AS {select}")
+        if with_view:  # traces -> traces_hourly -> traces_daily, as the migrations chain them
+            for source, rollup in (("traces", "traces_hourly"), ("traces_hourly", "traces_daily")):
+                clickhouse.command(f"CREATE TABLE {name}_{rollup} AS {rollup}")
+                src = name if source == "traces" else f"{name}_{source}"
+                select = re.sub(rf"\bFROM\s+(\w+\.)?{source}\b", f"FROM {src}", view[f"{rollup}_mv"])
+                clickhouse.command(f"CREATE MATERIALIZED VIEW {name}_{rollup}_mv TO {name}_{rollup} AS {select}")
+                scratch[:0] = [f"{name}_{rollup}_mv", f"{name}_{rollup}"]
     times: dict[str, list[float]] = {name: [] for name in variants}
     for blob in blobs * 2:
-        for name in variants:
+        for name, (_d, _v, settings, _label) in variants.items():
             t0 = time.perf_counter()
-            clickhouse.insert_json(name, blob, cols, INSERT_SETTINGS)
+            clickhouse.insert_json(name, blob, cols, settings)
             times[name].append(time.perf_counter() - t0)
-    for name in ("bench_full_mv", "bench_full_hourly", *variants):
+    for name in scratch:
         clickhouse.command(f"DROP TABLE {name}")
-    return {f"  {label}": statistics.median(times[name]) / rows * 1e6 for name, (_d, label) in variants.items()}
+    return {f"  {v[3]}": statistics.median(times[name]) / rows * 1e6 for name, v in variants.items()}
 
 
 def gil_probe() -> float:
@@ -802,6 +816,10 @@ def run_queries(templates: list[dict[str, Any]], runs: int, raw_runs: int, seed:
             t0 = time.perf_counter()
             fn(project_id=BIG_PROJECT, filters=f)
             parts_ms.setdefault(f"API {name} alone", []).append((time.perf_counter() - t0) * 1000)
+        # Hour points cannot come from the daily rollup: the overview as it was before m0007.
+        t0 = time.perf_counter()
+        stats.overview(project_id=BIG_PROJECT, filters=f, bucket="hour")
+        parts_ms.setdefault("overview, hour points (hourly rollup only)", []).append((time.perf_counter() - t0) * 1000)
     notes.append(
         f"overview: {bm_i['source']} vs {bm_r['source']}; requests {bm_i['totals']['requests']:,} (rollup, whole "
         f"hours) vs {bm_r['totals']['requests']:,} (raw); {len(bm_i['models'])} model rows, "

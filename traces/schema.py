@@ -97,7 +97,10 @@ TIMESERIES = inline_serializer(
         "bucket": serializers.CharField(),
         "since": serializers.DateTimeField(),
         "until": serializers.DateTimeField(),
-        "source": serializers.CharField(help_text="traces_hourly (rollup) or traces (raw scan)."),
+        "source": serializers.CharField(
+            help_text="traces_daily (the daily rollup for whole days, the hourly one for the window's ends),"
+            " traces_hourly (rollup) or traces (raw scan)."
+        ),
         "points": serializers.ListField(
             child=inline_serializer("Point", {"t": serializers.DateTimeField(), **_MEASURES})
         ),

@@ -13,7 +13,14 @@ from django.core.exceptions import ValidationError
 from gateway.models import Project
 from opentracy_site import clickhouse
 
-from .ch_sql import ANNOTATION_COLUMNS, ANNOTATIONS_TABLE, MAX_RETENTION_DAYS, ROLLUP_TABLE, TRACES_TABLE
+from .ch_sql import (
+    ANNOTATION_COLUMNS,
+    ANNOTATIONS_TABLE,
+    DAILY_TABLE,
+    MAX_RETENTION_DAYS,
+    ROLLUP_TABLE,
+    TRACES_TABLE,
+)
 from .migrations_ch import statements
 from .writer import get_writer
 
@@ -63,12 +70,12 @@ def annotation_add(
 
 def retention_set(*, project: Project, days: int) -> None:
     """Keep `project`'s traces `days` days: new rows carry it from the key cache, stored rows and the
-    rollup get it by a mutation (rare, admin-driven; ClickHouse drops expired rows at merge time)."""
+    rollups get it by a mutation (rare, admin-driven; ClickHouse drops expired rows at merge time)."""
     if not 1 <= days <= MAX_RETENTION_DAYS:
         raise ValidationError(f"Retention must be between 1 and {MAX_RETENTION_DAYS} days.")
     project.retention_days = days
     project.save(update_fields=["retention_days"])  # the key cache drops the old value on save
-    for table in (TRACES_TABLE, ROLLUP_TABLE):
+    for table in (TRACES_TABLE, ROLLUP_TABLE, DAILY_TABLE):
         update = f"ALTER TABLE {table} UPDATE retention_days = {{days:UInt16}} WHERE project_id = {{project_id:UInt64}}"
         for statement in statements(update):  # on a cluster: the replicated local tables
             clickhouse.command(statement, {"days": days, "project_id": project.id})

@@ -1,18 +1,19 @@
 """Aggregates over a project's traces for the overview and `/api/stats/*`: from the hourly rollup
-when the filters allow it (it never scans raw traces), else from the traces table with the same SQL
-shape and the same latency/TTFT histograms (traces/histogram.py), so both answer in one format and
-agree on the quantiles."""
+(and the daily one for whole days) when the filters allow it (it never scans raw traces), else from
+the traces table with the same SQL shape and the same latency/TTFT histograms (traces/histogram.py),
+so both answer in one format and agree on the quantiles."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentracy_site import clickhouse
 
 from . import histogram
-from .ch_sql import QUANTILES, ROLLUP_TABLE, TRACES_TABLE
+from .ch_sql import DAILY_TABLE, QUANTILES, ROLLUP_TABLE, TRACES_TABLE
 from .filters import TraceFilters, where
 
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -34,6 +35,9 @@ _RAW_MEASURES = f"""count() AS requests, countIf(status != 200) AS errors,
     {histogram.hist_sql("latency_ms")} AS latency_hist, min(latency_ms) AS latency_min, max(latency_ms) AS latency_max,
     {histogram.hist_sql("assumeNotNull(ttft_ms)", "ttft_ms IS NOT NULL")} AS ttft_hist,
     min(ttft_ms) AS ttft_min, max(ttft_ms) AS ttft_max"""
+# The rollups' columns read side by side when a window takes whole days from the daily one.
+_ROLLUP_COLUMNS = """model, provider, requests, errors, cost_usd, unpriced, prompt_tokens, completion_tokens,
+    cached_tokens, latency_hist, latency_min, latency_max, ttft_hist, ttft_min, ttft_max"""
 _RAW_MODEL = "if(resolved_model != '', resolved_model, requested_model)"
 _MODEL_ORDER = "requests DESC, model_name, provider"  # most requested first; ties in a stable order
 
@@ -48,24 +52,47 @@ def _window(f: TraceFilters) -> tuple[datetime, datetime]:
     return f.since or until - timedelta(days=1), until
 
 
-def _source(project_id: int, f: TraceFilters, bucket: str) -> tuple[str, str, str, dict[str, Any], bool]:
-    """(table, time column, WHERE sql, params, from_rollup)."""
+@dataclass(frozen=True)
+class _Source:
+    sql: str  # what follows FROM, its WHERE included
+    column: str  # the time column
+    params: dict[str, Any]
+    name: str  # the table that answers (`source` in the answers)
+    rollup: bool
+
+
+def _source(project_id: int, f: TraceFilters, bucket: str, days: bool = False) -> _Source:
+    """Where the measures come from: the hourly rollup when the filters allow it, with the daily
+    rollup for the whole days inside the window when `days` (no grouping finer than a day), else
+    the traces table."""
     since, until = _window(f)
-    if f.rollup_ok() and bucket != "minute":
-        # The rollup holds whole hours: the window widens to the hours it touches.
-        clauses = ["project_id = {project_id:UInt64}", "hour >= toStartOfHour({since:DateTime64(3, 'UTC')})"]
-        clauses.append("hour < {until:DateTime64(3, 'UTC')}")
-        params: dict[str, Any] = {"project_id": project_id, "since": since, "until": until}
-        for name in ("model", "provider", "alias"):
-            if getattr(f, name):
-                clauses.append(f"{name} = {{{name}:String}}")
-                params[name] = getattr(f, name)
-        if f.api_key_id is not None:
-            clauses.append("api_key_id = {api_key_id:UInt64}")
-            params["api_key_id"] = f.api_key_id
-        return ROLLUP_TABLE, "hour", " AND ".join(clauses), params, True
-    clauses, params = where(project_id, TraceFilters(**{**vars(f), "since": since, "until": until}))
-    return TRACES_TABLE, "timestamp", " AND ".join(clauses), params, False
+    if not (f.rollup_ok() and bucket != "minute"):
+        clauses, raw_params = where(project_id, TraceFilters(**{**vars(f), "since": since, "until": until}))
+        return _Source(f"{TRACES_TABLE} WHERE {' AND '.join(clauses)}", "timestamp", raw_params, TRACES_TABLE, False)
+    dims = ["project_id = {project_id:UInt64}"]
+    params: dict[str, Any] = {"project_id": project_id, "since": since, "until": until}
+    for name in ("model", "provider", "alias"):
+        if getattr(f, name):
+            dims.append(f"{name} = {{{name}:String}}")
+            params[name] = getattr(f, name)
+    if f.api_key_id is not None:
+        dims.append("api_key_id = {api_key_id:UInt64}")
+        params["api_key_id"] = f.api_key_id
+    # The rollup holds whole hours: the window widens to the hours it touches.
+    hours = [*dims, "hour >= toStartOfHour({since:DateTime64(3, 'UTC')})", "hour < {until:DateTime64(3, 'UTC')}"]
+    first_hour = _floor(since, "hour")
+    first_day = first_hour if first_hour == _floor(first_hour, "day") else _floor(first_hour, "day") + BUCKETS["day"]
+    last_day = _floor(until, "day")
+    if not days or first_day >= last_day:
+        return _Source(f"{ROLLUP_TABLE} WHERE {' AND '.join(hours)}", "hour", params, ROLLUP_TABLE, True)
+    params.update(first_day=first_day, last_day=last_day)
+    edges = [*hours, "(hour < {first_day:DateTime('UTC')} OR hour >= {last_day:DateTime('UTC')})"]
+    middle = [*dims, "day >= {first_day:DateTime('UTC')}", "day < {last_day:DateTime('UTC')}"]
+    sql = (
+        f"(SELECT hour AS period, {_ROLLUP_COLUMNS} FROM {ROLLUP_TABLE} WHERE {' AND '.join(edges)} "  # noqa: S608
+        f"UNION ALL SELECT day AS period, {_ROLLUP_COLUMNS} FROM {DAILY_TABLE} WHERE {' AND '.join(middle)})"
+    )
+    return _Source(sql, "period", params, DAILY_TABLE, True)
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -134,15 +161,12 @@ def _time_sql(column: str, bucket: str) -> str:
 def timeseries(*, project_id: int, filters: TraceFilters, bucket: str = "") -> dict[str, Any]:
     """Points per bucket over the window, empty buckets included (charts need the gaps)."""
     bucket, since, until = _span(filters, bucket)
-    table, column, sql_where, params, rollup = _source(project_id, filters, bucket)
-    measures = _ROLLUP_MEASURES if rollup else _RAW_MEASURES
-    sql = (
-        f"SELECT {_time_sql(column, bucket)} AS t, {measures} "  # noqa: S608
-        f"FROM {table} WHERE {sql_where} GROUP BY t ORDER BY t"
-    )
-    cols, rows = clickhouse.query(sql, params)
+    src = _source(project_id, filters, bucket, days=bucket == "day")
+    measures = _ROLLUP_MEASURES if src.rollup else _RAW_MEASURES
+    sql = f"SELECT {_time_sql(src.column, bucket)} AS t, {measures} FROM {src.sql} GROUP BY t ORDER BY t"  # noqa: S608
+    cols, rows = clickhouse.query(sql, src.params)
     found = {r[0].replace(tzinfo=UTC): dict(zip(cols[1:], r[1:], strict=True)) for r in rows}
-    return _series(found, bucket, since, until, table)
+    return _series(found, bucket, since, until, src.name)
 
 
 def _floor(when: datetime, bucket: str) -> datetime:
@@ -157,15 +181,15 @@ def _floor(when: datetime, bucket: str) -> datetime:
 def by_model(*, project_id: int, filters: TraceFilters) -> dict[str, Any]:
     """One row per model (and provider) over the window, most requested first, plus the totals
     (added up from the same rows: one query)."""
-    table, _column, sql_where, params, rollup = _source(project_id, filters, "hour")
-    model = "model" if rollup else _RAW_MODEL
-    measures = _ROLLUP_MEASURES if rollup else _RAW_MEASURES
+    src = _source(project_id, filters, "hour", days=True)
+    model = "model" if src.rollup else _RAW_MODEL
+    measures = _ROLLUP_MEASURES if src.rollup else _RAW_MEASURES
     sql = (
-        f"SELECT {model} AS model_name, provider, {measures} FROM {table} WHERE {sql_where} "  # noqa: S608
+        f"SELECT {model} AS model_name, provider, {measures} FROM {src.sql} "  # noqa: S608
         f"GROUP BY model_name, provider ORDER BY {_MODEL_ORDER}"
     )
-    cols, rows = clickhouse.query(sql, params)
-    return _models([dict(zip(cols, r, strict=True)) for r in rows], filters, table)
+    cols, rows = clickhouse.query(sql, src.params)
+    return _models([dict(zip(cols, r, strict=True)) for r in rows], filters, src.name)
 
 
 def overview(*, project_id: int, filters: TraceFilters, bucket: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -173,21 +197,21 @@ def overview(*, project_id: int, filters: TraceFilters, bucket: str = "") -> tup
     page): the rows are merged once per (model, provider, bucket), then both groupings are taken
     from those few rows, so the histograms of a month of rollup rows are summed once, not twice."""
     bucket, since, until = _span(filters, bucket)
-    table, column, sql_where, params, rollup = _source(project_id, filters, bucket)
-    if not rollup and filters.rollup_ok():  # minute points: raw rows, while by_model reads the rollup
+    src = _source(project_id, filters, bucket, days=bucket == "day")
+    if not src.rollup and filters.rollup_ok():  # minute points: raw rows, while by_model reads the rollup
         return by_model(project_id=project_id, filters=filters), timeseries(
             project_id=project_id, filters=filters, bucket=bucket
         )
-    model = "model" if rollup else _RAW_MODEL
-    measures = _ROLLUP_MEASURES if rollup else _RAW_MEASURES
+    model = "model" if src.rollup else _RAW_MODEL
+    measures = _ROLLUP_MEASURES if src.rollup else _RAW_MEASURES
     # The inner rows have the rollup's column names, so the outer query re-adds them as the rollup's.
     sql = (
         f"SELECT grouping(model_name, provider) = 0 AS per_model, model_name, provider, t, {_ROLLUP_MEASURES} "  # noqa: S608
-        f"FROM (SELECT {model} AS model_name, provider, {_time_sql(column, bucket)} AS t, {measures} "
-        f"FROM {table} WHERE {sql_where} GROUP BY model_name, provider, t) "
+        f"FROM (SELECT {model} AS model_name, provider, {_time_sql(src.column, bucket)} AS t, {measures} "
+        f"FROM {src.sql} GROUP BY model_name, provider, t) "
         f"GROUP BY GROUPING SETS ((model_name, provider), (t)) ORDER BY per_model, t, {_MODEL_ORDER}"
     )
-    cols, rows = clickhouse.query(sql, params)
+    cols, rows = clickhouse.query(sql, src.params)
     per_model: list[dict[str, Any]] = []
     points: dict[datetime, dict[str, Any]] = {}
     for r in rows:
@@ -199,4 +223,4 @@ def overview(*, project_id: int, filters: TraceFilters, bucket: str = "") -> tup
             t = row.pop("t")
             del row["model_name"], row["provider"]
             points[t.replace(tzinfo=UTC)] = row
-    return _models(per_model, filters, table), _series(points, bucket, since, until, table)
+    return _models(per_model, filters, src.name), _series(points, bucket, since, until, src.name)

@@ -16,6 +16,7 @@ from django.test import override_settings
 from opentracy_site import clickhouse
 from traces import ch_migrations
 from traces.ch_cluster import for_cluster
+from traces.ch_sql import DAILY_STATEMENTS
 from traces.migrations_ch import LEDGER, statements
 
 CLUSTER = "prod"
@@ -39,7 +40,8 @@ def test_every_migration_rewrites_to_valid_sql() -> None:
 def test_tables_are_replicated_and_distributed_under_their_plain_names() -> None:
     created = [d for s in all_statements() for d in for_cluster(s, CLUSTER) if d.lstrip().startswith("CREATE TABLE")]
     local = {m.group(1) for d in created if (m := re.search(r"CREATE TABLE IF NOT EXISTS (\w+)_local ON", d))}
-    assert {"traces", "traces_hourly", "trace_annotations", "prompt_embeddings", "opentracy_migrations"} <= local
+    tables = {"traces", "traces_hourly", "traces_daily", "trace_annotations", "prompt_embeddings"}
+    assert tables | {"opentracy_migrations"} <= local
     for name in local:
         replicated = [d for d in created if f"{name}_local ON CLUSTER 'prod' (" in d]
         assert replicated and all("ENGINE = Replicated" in d and "'{replica}'" in d for d in replicated), name
@@ -59,6 +61,8 @@ def test_views_columns_indexes_and_drops() -> None:
     view = "CREATE MATERIALIZED VIEW traces_hourly_mv TO traces_hourly AS SELECT project_id FROM traces GROUP BY 1"
     (rewritten,) = for_cluster(view, CLUSTER)
     assert "ON CLUSTER 'prod' TO traces_hourly_local" in rewritten and "FROM traces_local" in rewritten
+    (chained,) = for_cluster(DAILY_STATEMENTS[-1], CLUSTER)  # the daily view, fed by the hourly rollup
+    assert "TO traces_daily_local" in chained and "FROM traces_hourly_local" in chained
     column = for_cluster("ALTER TABLE traces ADD COLUMN IF NOT EXISTS x UInt8", CLUSTER)
     assert [c.split(" ON")[0] for c in column] == ["ALTER TABLE traces_local", "ALTER TABLE traces"]
     index = for_cluster("ALTER TABLE traces ADD INDEX IF NOT EXISTS i x TYPE minmax GRANULARITY 1", CLUSTER)

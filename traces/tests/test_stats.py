@@ -127,6 +127,41 @@ def test_the_overview_query_answers_as_by_model_and_timeseries(
     assert sum(p["requests"] for p in series["points"]) == models["totals"]["requests"] > 0
 
 
+def test_whole_days_come_from_the_daily_rollup_and_agree_with_a_raw_scan() -> None:
+    """A window of 6 days and a few hours: its whole UTC days are read from traces_daily, the hours
+    at either end from traces_hourly, and every figure equals the raw scan's."""
+    pid = next(_PIDS)
+    writer = get_writer()
+    for i in range(40):  # every 3.6 h over 144 h, two models, some streamed, one error a day
+        extra: dict[str, Any] = (
+            {"provider": "anthropic", "resolved_model": "anthropic/claude-haiku-4-5"} if i % 3 == 0 else {}
+        )
+        if i % 6 == 1:
+            extra.update(status=500, error_class="upstream_error", cost_total_usd=None)
+        stream = {"stream": True, "ttft_ms": 20.0 + i} if i % 4 == 0 else {}
+        writer.submit(_record(pid, 0.2 + i * 3.6, latency_ms=50.0 + 17 * i, **extra, **stream))
+    writer.flush()
+    since = NOW - timedelta(days=6, hours=2)
+
+    def window(**kw: Any) -> TraceFilters:
+        return TraceFilters(since=since, until=NOW, **kw)
+
+    for extra in ({}, {"provider": "anthropic"}):
+        daily, raw = (
+            by_model(project_id=pid, filters=window(**extra)),
+            by_model(project_id=pid, filters=window(min_latency_ms=0, **extra)),
+        )
+        assert (daily["source"], raw["source"]) == ("traces_daily", "traces")
+        assert daily["models"] == raw["models"] and daily["totals"] == raw["totals"]
+        assert daily["totals"]["requests"] == (40 if not extra else 14)
+        days = timeseries(project_id=pid, filters=window(**extra), bucket="day")
+        raw_days = timeseries(project_id=pid, filters=window(min_latency_ms=0, **extra), bucket="day")
+        assert days["source"] == "traces_daily" and days["points"] == raw_days["points"] and len(days["points"]) == 7
+        assert overview(project_id=pid, filters=window(**extra), bucket="day") == (daily, days)
+    hours = timeseries(project_id=pid, filters=window(), bucket="hour")
+    assert hours["source"] == "traces_hourly" and sum(p["requests"] for p in hours["points"]) == 40
+
+
 def test_filters_and_text_search(seeded: dict[str, Any]) -> None:
     pid, ids = seeded["pid"], seeded["ids"]
 
@@ -214,12 +249,13 @@ def test_retention_is_applied_in_clickhouse(seeded: dict[str, Any], people: dict
     assert project.retention_days == 3
     clickhouse.command("OPTIMIZE TABLE traces FINAL")
     clickhouse.command("OPTIMIZE TABLE traces_hourly FINAL")
+    clickhouse.command("OPTIMIZE TABLE traces_daily FINAL")
     _cols, rows = clickhouse.query(
         "SELECT toString(trace_id), retention_days FROM traces WHERE project_id = {p:UInt64}", {"p": project.id}
     )
     assert rows == [(new["trace_id"], 3)]
     totals = by_model(project_id=project.id, filters=TraceFilters(since=NOW - timedelta(days=30)))["totals"]
-    assert totals["requests"] == 1  # the rollup dropped the expired hour too
+    assert totals["requests"] == 1  # the rollups dropped the expired hour and day too
     with pytest.raises(ValidationError):
         retention_set(project=project, days=0)
 
