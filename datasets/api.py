@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from gateway.auth import KeyPrincipal, request_project
 from gateway.models import Project
 
-from . import runs
+from . import cluster_edits, runs
 from .models import Cluster, ClusteringRun
 from .selectors import cluster_get, cluster_member_ids, run_get
 
@@ -202,9 +202,9 @@ class ClusterDetailApi(APIView):
         try:
             if "name" in data or "description" in data:
                 name = data.get("name", cluster.name)
-                runs.cluster_rename(cluster=cluster, name=name, description=data.get("description"))
+                cluster_edits.cluster_rename(cluster=cluster, name=name, description=data.get("description"))
             if "worth_distilling" in data:
-                runs.cluster_flag(cluster=cluster, worth_distilling=data["worth_distilling"])
+                cluster_edits.cluster_flag(cluster=cluster, worth_distilling=data["worth_distilling"])
         except DjangoValidationError as exc:
             raise drf_error(exc) from exc
         return Response(cluster_detail_data(cluster))
@@ -258,7 +258,7 @@ class ClusterMergeApi(APIView):
         if other is None:
             raise NotFound("No such cluster (other).")
         try:
-            into = runs.cluster_merge(into=into, other=other)
+            into = cluster_edits.cluster_merge(into=into, other=other)
         except DjangoValidationError as exc:
             raise drf_error(exc) from exc
         return Response(cluster_detail_data(into))
@@ -273,7 +273,7 @@ class ClusterSplitApi(APIView):
         """Re-cluster the members; 201 with the child clusters, 400 when it does not split in two."""
         cluster = _cluster(request_project(request), pk)
         try:
-            children = runs.cluster_split(cluster=cluster)
+            children = cluster_edits.cluster_split(cluster=cluster)
         except DjangoValidationError as exc:
             raise drf_error(exc) from exc
         return Response({"children": [cluster_data(c) for c in children]}, status=201)

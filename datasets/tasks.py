@@ -25,7 +25,7 @@ def cluster_run(run_id: int) -> str:
 @shared_task(name="datasets.cluster_assign_new", autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
 def cluster_assign_new(run_id: int) -> dict[str, int]:
     """Place the traces that arrived since a finished run in its clusters (skipped unless done)."""
-    from .runs import assign_new
+    from .cluster_edits import assign_new
 
     run = ClusteringRun.objects.filter(pk=run_id, status=ClusteringRun.Status.DONE).first()
     if run is None:

@@ -22,7 +22,7 @@ from django_htmx.middleware import HtmxDetails
 from gateway.models import Project
 from gateway.views import member_of
 
-from . import runs
+from . import cluster_edits, runs
 from .models import Cluster, ClusteringRun
 from .selectors import cluster_get, cluster_member_ids, run_get
 
@@ -133,9 +133,10 @@ def cluster_update(request: HtmxHttpRequest, slug: str, pk: int) -> HttpResponse
     error = ""
     try:
         if "name" in request.POST:
-            runs.cluster_rename(cluster=cluster, name=request.POST["name"], description=request.POST.get("description"))
+            name, description = request.POST["name"], request.POST.get("description")
+            cluster_edits.cluster_rename(cluster=cluster, name=name, description=description)
         if "worth_distilling" in request.POST:
-            runs.cluster_flag(cluster=cluster, worth_distilling=request.POST["worth_distilling"] == "on")
+            cluster_edits.cluster_flag(cluster=cluster, worth_distilling=request.POST["worth_distilling"] == "on")
     except ValidationError as exc:
         error = " ".join(_errors(exc).values())
     if request.htmx:
@@ -159,7 +160,7 @@ def cluster_merge(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Pick two clusters to merge.")
         return redirect("clusters", slug=project.slug)
     try:
-        runs.cluster_merge(into=into, other=other)
+        cluster_edits.cluster_merge(into=into, other=other)
         messages.success(request, f"Merged “{other}” into “{into}”.")
     except ValidationError as exc:
         messages.error(request, " ".join(_errors(exc).values()))
@@ -172,7 +173,7 @@ def cluster_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = _project(request, slug)
     cluster = _cluster(project, pk)
     try:
-        children = runs.cluster_split(cluster=cluster)
+        children = cluster_edits.cluster_split(cluster=cluster)
         messages.success(request, f"Split “{cluster}” into {len(children)} clusters.")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))

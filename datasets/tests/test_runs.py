@@ -12,18 +12,10 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from datasets import cluster_store, naming, prompts
+from datasets.cluster_edits import assign_new, cluster_flag, cluster_merge, cluster_rename, cluster_split
 from datasets.models import Cluster, ClusteringRun
-from datasets.runs import (
-    assign_new,
-    cluster_flag,
-    cluster_merge,
-    cluster_rename,
-    cluster_split,
-    params_clean,
-    run_cancel,
-    run_create,
-    run_execute,
-)
+from datasets.run_params import params_clean
+from datasets.runs import run_cancel, run_create, run_execute
 from datasets.selectors import cluster_member_ids
 from datasets.tests.cluster_support import banking, finish, messages, record, write, write_banking
 from gateway.internal import INTERNAL_METADATA_KEY
