@@ -176,7 +176,20 @@ ANALYTICS_STATEMENTS = [
 # buckets, and summing maps read back ~2x faster than merging states of dense -ForEach arrays and
 # ~3x faster than dense plain arrays (measured on 52k rollup rows). The min and max of each measure
 # clamp the answer: never worse, and exact for a single value.
-_HIST_ROLLUP_MEASURES = """        requests SimpleAggregateFunction(sum, UInt64),
+
+
+def _hist_rollup_table(name: str, period: str) -> str:
+    """CREATE TABLE of a histogram rollup: one row per project, `period` (its start) and dimension."""
+    return f"""
+    CREATE TABLE {name} (
+        project_id UInt64,
+        {period} DateTime('UTC'),
+        model LowCardinality(String),
+        provider LowCardinality(String),
+        alias LowCardinality(String),
+        api_key_id UInt64,
+        endpoint LowCardinality(String),
+        requests SimpleAggregateFunction(sum, UInt64),
         errors SimpleAggregateFunction(sum, UInt64),
         prompt_tokens SimpleAggregateFunction(sum, UInt64),
         completion_tokens SimpleAggregateFunction(sum, UInt64),
@@ -189,7 +202,15 @@ _HIST_ROLLUP_MEASURES = """        requests SimpleAggregateFunction(sum, UInt64)
         ttft_hist SimpleAggregateFunction(sumMap, Map(UInt8, UInt64)),
         ttft_min SimpleAggregateFunction(min, Nullable(Float32)),
         ttft_max SimpleAggregateFunction(max, Nullable(Float32)),
-        retention_days SimpleAggregateFunction(max, UInt16)"""
+        retention_days SimpleAggregateFunction(max, UInt16)
+    )
+    ENGINE = AggregatingMergeTree
+    PARTITION BY toYYYYMM({period})
+    ORDER BY (project_id, {period}, model, provider, alias, api_key_id, endpoint)
+    TTL {period} + toIntervalDay(retention_days)
+    """
+
+
 _HIST_ROLLUP_SELECT = f"""project_id, toStartOfHour(timestamp) AS hour,
     if(resolved_model != '', resolved_model, requested_model) AS model, provider, alias, api_key_id, endpoint,
     count() AS requests, countIf(status != 200) AS errors, sum(prompt_tokens) AS prompt_tokens,
@@ -208,22 +229,7 @@ ROLLUP_HIST_STATEMENTS = [
     f"DROP TABLE IF EXISTS {ROLLUP_TABLE}",
     # Same key, partitions and TTL as m0003's table (reasons there); only the latency and TTFT
     # columns change. ttft_min/max are Nullable so hours without a streamed call leave them alone.
-    f"""
-    CREATE TABLE {ROLLUP_TABLE} (
-        project_id UInt64,
-        hour DateTime('UTC'),
-        model LowCardinality(String),
-        provider LowCardinality(String),
-        alias LowCardinality(String),
-        api_key_id UInt64,
-        endpoint LowCardinality(String),
-{_HIST_ROLLUP_MEASURES}
-    )
-    ENGINE = AggregatingMergeTree
-    PARTITION BY toYYYYMM(hour)
-    ORDER BY (project_id, hour, model, provider, alias, api_key_id, endpoint)
-    TTL hour + toIntervalDay(retention_days)
-    """,
+    _hist_rollup_table(ROLLUP_TABLE, "hour"),
     f"INSERT INTO {ROLLUP_TABLE} SELECT {_HIST_ROLLUP_SELECT} FROM traces {_ROLLUP_GROUP}",  # noqa: S608
     f"CREATE MATERIALIZED VIEW traces_hourly_mv TO {ROLLUP_TABLE} AS"  # noqa: S608
     f" SELECT {_HIST_ROLLUP_SELECT} FROM traces {_ROLLUP_GROUP}",
@@ -235,36 +241,22 @@ ROLLUP_HIST_STATEMENTS = [
 # the histograms of ~30 rows per model here instead of ~720 there; the hours at either end of a
 # window that cover part of a day still come from the hourly rollup (stats._source).
 DAILY_TABLE = "traces_daily"
-_DAILY_SELECT = """project_id, toStartOfDay(hour) AS day, model, provider, alias, api_key_id, endpoint,
-    sum(requests) AS requests, sum(errors) AS errors, sum(prompt_tokens) AS prompt_tokens,
+# Rows of either rollup added up: by the daily view, and by every read of the overview (traces/stats.py).
+ROLLUP_MERGE = """sum(requests) AS requests, sum(errors) AS errors, sum(cost_usd) AS cost_usd,
+    sum(unpriced) AS unpriced, sum(prompt_tokens) AS prompt_tokens,
     sum(completion_tokens) AS completion_tokens, sum(cached_tokens) AS cached_tokens,
-    sum(cost_usd) AS cost_usd, sum(unpriced) AS unpriced,
     sumMap(latency_hist) AS latency_hist, min(latency_min) AS latency_min, max(latency_max) AS latency_max,
-    sumMap(ttft_hist) AS ttft_hist, min(ttft_min) AS ttft_min, max(ttft_max) AS ttft_max,
-    max(retention_days) AS retention_days"""
+    sumMap(ttft_hist) AS ttft_hist, min(ttft_min) AS ttft_min, max(ttft_max) AS ttft_max"""
+_DAILY_SELECT = f"""project_id, toStartOfDay(hour) AS day, model, provider, alias, api_key_id, endpoint,
+    {ROLLUP_MERGE}, max(retention_days) AS retention_days"""
 _DAILY_GROUP = "GROUP BY project_id, day, model, provider, alias, api_key_id, endpoint"
 
 DAILY_STATEMENTS = [
     # Derived data, rebuilt from traces_hourly: a rerun after a failure part way gives the same table.
     "DROP VIEW IF EXISTS traces_daily_mv",
     f"DROP TABLE IF EXISTS {DAILY_TABLE}",
-    # The hourly table's columns, by day; a day's row lives until the day's start + the retention.
-    f"""
-    CREATE TABLE {DAILY_TABLE} (
-        project_id UInt64,
-        day DateTime('UTC'),
-        model LowCardinality(String),
-        provider LowCardinality(String),
-        alias LowCardinality(String),
-        api_key_id UInt64,
-        endpoint LowCardinality(String),
-{_HIST_ROLLUP_MEASURES}
-    )
-    ENGINE = AggregatingMergeTree
-    PARTITION BY toYYYYMM(day)
-    ORDER BY (project_id, day, model, provider, alias, api_key_id, endpoint)
-    TTL day + toIntervalDay(retention_days)
-    """,
+    # The hourly table's columns by day; a day's row lives until the day's start + the retention.
+    _hist_rollup_table(DAILY_TABLE, "day"),
     f"INSERT INTO {DAILY_TABLE} SELECT {_DAILY_SELECT} FROM {ROLLUP_TABLE} {_DAILY_GROUP}",  # noqa: S608
     f"CREATE MATERIALIZED VIEW traces_daily_mv TO {DAILY_TABLE} AS"  # noqa: S608
     f" SELECT {_DAILY_SELECT} FROM {ROLLUP_TABLE} {_DAILY_GROUP}",

@@ -13,21 +13,16 @@ from typing import Any
 from opentracy_site import clickhouse
 
 from . import histogram
-from .ch_sql import DAILY_TABLE, QUANTILES, ROLLUP_TABLE, TRACES_TABLE
+from .ch_sql import DAILY_TABLE, QUANTILES, ROLLUP_MERGE, ROLLUP_TABLE, TRACES_TABLE
 from .filters import TraceFilters, where
 
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 MAX_POINTS = 2000  # a chart has no use for more; also bounds the work a bad request can ask for
 _SUMS = ("requests", "errors", "unpriced", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd")
 
-# The same measures over the two sources. The model a row counts under is the one that answered
-# (else the one asked for), as in the rollup. Latency and TTFT come back as bucket counts with their
+# ch_sql.ROLLUP_MERGE's measures computed from raw traces. The model a row counts under is the one
+# that answered (else the one asked for), as in the rollup. Latency and TTFT come back as bucket counts with their
 # min and max; quantiles are read from them in Python (_clean), the same way for both sources.
-_ROLLUP_MEASURES = """sum(requests) AS requests, sum(errors) AS errors, sum(cost_usd) AS cost_usd,
-    sum(unpriced) AS unpriced, sum(prompt_tokens) AS prompt_tokens,
-    sum(completion_tokens) AS completion_tokens, sum(cached_tokens) AS cached_tokens,
-    sumMap(latency_hist) AS latency_hist, min(latency_min) AS latency_min, max(latency_max) AS latency_max,
-    sumMap(ttft_hist) AS ttft_hist, min(ttft_min) AS ttft_min, max(ttft_max) AS ttft_max"""
 _RAW_MEASURES = f"""count() AS requests, countIf(status != 200) AS errors,
     sum(ifNull(cost_total_usd, 0)) AS cost_usd, countIf(status = 200 AND cost_total_usd IS NULL) AS unpriced,
     sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
@@ -81,7 +76,9 @@ def _source(project_id: int, f: TraceFilters, bucket: str, days: bool = False) -
     # The rollup holds whole hours: the window widens to the hours it touches.
     hours = [*dims, "hour >= toStartOfHour({since:DateTime64(3, 'UTC')})", "hour < {until:DateTime64(3, 'UTC')}"]
     first_hour = _floor(since, "hour")
-    first_day = first_hour if first_hour == _floor(first_hour, "day") else _floor(first_hour, "day") + BUCKETS["day"]
+    first_day = _floor(first_hour, "day")
+    if first_day < first_hour:  # the window starts within a day: its whole days start at the next
+        first_day += BUCKETS["day"]
     last_day = _floor(until, "day")
     if not days or first_day >= last_day:
         return _Source(f"{ROLLUP_TABLE} WHERE {' AND '.join(hours)}", "hour", params, ROLLUP_TABLE, True)
@@ -162,7 +159,7 @@ def timeseries(*, project_id: int, filters: TraceFilters, bucket: str = "") -> d
     """Points per bucket over the window, empty buckets included (charts need the gaps)."""
     bucket, since, until = _span(filters, bucket)
     src = _source(project_id, filters, bucket, days=bucket == "day")
-    measures = _ROLLUP_MEASURES if src.rollup else _RAW_MEASURES
+    measures = ROLLUP_MERGE if src.rollup else _RAW_MEASURES
     sql = f"SELECT {_time_sql(src.column, bucket)} AS t, {measures} FROM {src.sql} GROUP BY t ORDER BY t"  # noqa: S608
     cols, rows = clickhouse.query(sql, src.params)
     found = {r[0].replace(tzinfo=UTC): dict(zip(cols[1:], r[1:], strict=True)) for r in rows}
@@ -183,7 +180,7 @@ def by_model(*, project_id: int, filters: TraceFilters) -> dict[str, Any]:
     (added up from the same rows: one query)."""
     src = _source(project_id, filters, "hour", days=True)
     model = "model" if src.rollup else _RAW_MODEL
-    measures = _ROLLUP_MEASURES if src.rollup else _RAW_MEASURES
+    measures = ROLLUP_MERGE if src.rollup else _RAW_MEASURES
     sql = (
         f"SELECT {model} AS model_name, provider, {measures} FROM {src.sql} "  # noqa: S608
         f"GROUP BY model_name, provider ORDER BY {_MODEL_ORDER}"
@@ -203,10 +200,10 @@ def overview(*, project_id: int, filters: TraceFilters, bucket: str = "") -> tup
             project_id=project_id, filters=filters, bucket=bucket
         )
     model = "model" if src.rollup else _RAW_MODEL
-    measures = _ROLLUP_MEASURES if src.rollup else _RAW_MEASURES
+    measures = ROLLUP_MERGE if src.rollup else _RAW_MEASURES
     # The inner rows have the rollup's column names, so the outer query re-adds them as the rollup's.
     sql = (
-        f"SELECT grouping(model_name, provider) = 0 AS per_model, model_name, provider, t, {_ROLLUP_MEASURES} "  # noqa: S608
+        f"SELECT grouping(model_name, provider) = 0 AS per_model, model_name, provider, t, {ROLLUP_MERGE} "  # noqa: S608
         f"FROM (SELECT {model} AS model_name, provider, {_time_sql(src.column, bucket)} AS t, {measures} "
         f"FROM {src.sql} GROUP BY model_name, provider, t) "
         f"GROUP BY GROUPING SETS ((model_name, provider), (t)) ORDER BY per_model, t, {_MODEL_ORDER}"
