@@ -64,7 +64,7 @@ new term each run, so ClickHouse's query condition cache never answers a repeat.
     page_needle    trace_list, q=<a pasted reference id: in ~rows/pool traces>, no range.
     page baselines the same trace_list call with its traces query run under `SETTINGS
                    use_primary_key=0, use_skip_indexes=0, optimize_read_in_order=0`: the same SQL and
-                   result, without the primary key (project, time), the skip indexes (n-gram, bloom)
+                   result, without the primary key (project, time), the skip indexes (text, bloom)
                    and the read in key order that stops at the 51st row: a scan of those columns over
                    the table and a top-N sort, i.e. the page without the table's design.
 Reported: p50/p95 ms and baseline/indexed ratios, the table's rows, parts and size, the rollup's
@@ -589,8 +589,8 @@ def breakdown(chunk: list[dict[str, Any]], batch_sizes: tuple[int, ...], reps: i
 
 def engine_costs(blobs: list[bytes], rows: int, cols: list[str]) -> dict[str, float]:
     """chDB's µs per row for the same JSON blocks into scratch copies of the traces table: as the
-    writer inserts (its own chain of rollup views, n-gram indexes left to merges), the same with the n-gram
-    indexes built on insert (ClickHouse's default), then without the view, without the n-gram
+    writer inserts (its own chain of rollup views, text indexes left to merges), the same with the text
+    indexes built on insert (ClickHouse's default), then without the view, without the text
     indexes, without any skip index, and a Null table (JSON parsing only). Blocks go to each in
     turn, twice over; median block."""
     from opentracy_site import clickhouse
@@ -603,9 +603,9 @@ def engine_costs(blobs: list[bytes], rows: int, cols: list[str]) -> dict[str, fl
     # name: (indexes dropped, rollup view, insert settings, label)
     variants: dict[str, tuple[tuple[str, ...], bool, dict[str, Any], str]] = {
         "bench_full": ((), True, INSERT_SETTINGS, "chDB, same blocks, scratch copy of traces, as the writer inserts"),
-        "bench_indexed": ((), True, indexed, "chDB, same blocks, n-gram indexes built on insert (default)"),
+        "bench_indexed": ((), True, indexed, "chDB, same blocks, text indexes built on insert (default)"),
         "bench_no_view": ((), False, INSERT_SETTINGS, "chDB, same blocks, as the writer, no materialized view"),
-        "bench_no_ngram": (TEXT_INDEXES, False, INSERT_SETTINGS, "chDB, same blocks, no view, no n-gram indexes"),
+        "bench_no_text": (TEXT_INDEXES, False, INSERT_SETTINGS, "chDB, same blocks, no view, no text indexes"),
         "bench_no_skip_index": (every_index, False, INSERT_SETTINGS, "chDB, same blocks, no view, no skip index"),
         "bench_null": ((), False, INSERT_SETTINGS, "chDB, same blocks, Null engine (JSON parsing only)"),
     }

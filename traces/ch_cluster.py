@@ -10,6 +10,8 @@ each table is replicated on every shard and read and written through a Distribut
     CREATE MATERIALIZED VIEW v TO r AS SELECT ... FROM t
       → on every node, from t_local into r_local: each shard rolls up its own inserts
     DROP TABLE / DROP VIEW                → ON CLUSTER, both halves
+    EXCHANGE TABLES a AND b               → the local halves, ON CLUSTER (each Distributed table keeps
+                                            reading its name, which now holds the other's rows)
 
 The engine keeps querying and inserting the plain names (`traces`, `traces_hourly`), which are the
 Distributed tables, so no query changes. Rows are sharded by a hash of the table's sort key (the
@@ -25,7 +27,8 @@ import re
 LOCAL = "_local"
 # Sharding keys where the sort key is not the best one: a trace's row, its annotations and its
 # cluster assignments sit on one shard, spread by trace id rather than piled up by project.
-SHARD_KEYS = {n: "cityHash64(trace_id)" for n in ("traces", "trace_annotations", "cluster_assignments")}
+# traces_m0008 is the copy m0008 swaps in as traces (traces/ch_sql.py), so it is sharded the same.
+SHARD_KEYS = {n: "cityHash64(trace_id)" for n in ("traces", "traces_m0008", "trace_annotations", "cluster_assignments")}
 
 _CREATE = re.compile(r"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)\s*\(", re.I | re.S)
 _ENGINE = re.compile(r"ENGINE\s*=\s*(\w*MergeTree)(?:\(([^)]*)\))?", re.I)
@@ -35,6 +38,7 @@ _VIEW = re.compile(
     r"^\s*CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)\s+TO\s+(\w+)\s+AS\s+(.*)$", re.I | re.S
 )
 _DROP = re.compile(r"^\s*DROP\s+(TABLE|VIEW)\s+(?:IF\s+EXISTS\s+)?(\w+)\s*$", re.I)
+_EXCHANGE = re.compile(r"^\s*EXCHANGE\s+TABLES\s+(\w+)\s+AND\s+(\w+)\s*$", re.I)
 _FROM = re.compile(r"\bFROM\s+(\w+)\b", re.I)
 _COLUMN_CHANGE = re.compile(r"^(ADD|DROP|MODIFY|RENAME)\s+COLUMN\b", re.I)
 
@@ -88,6 +92,9 @@ def for_cluster(statement: str, cluster: str) -> list[str]:
         if kind.upper() == "VIEW":
             return [f"DROP VIEW IF EXISTS {name} {_on(cluster)} SYNC"]
         return [f"DROP TABLE IF EXISTS {n} {_on(cluster)} SYNC" for n in (name, name + LOCAL)]
+    if exchanged := _EXCHANGE.match(statement):
+        a, b = exchanged.groups()
+        return [f"EXCHANGE TABLES {a}{LOCAL} AND {b}{LOCAL} {_on(cluster)}"]
     if re.match(r"^\s*INSERT\s+INTO\b", statement, re.I):
         return [statement]  # through the Distributed tables, sharded like any insert
     raise ValueError(f"cannot rewrite for a cluster: {statement.strip()[:80]}")

@@ -7,11 +7,11 @@ from .histogram import hist_sql
 TRACES_TABLE = "traces"
 DEFAULT_RETENTION_DAYS = 90
 MAX_RETENTION_DAYS = 3650
-# The n-gram indexes of text search are built when parts merge, not on insert, where extracting
-# every trigram of prompt and response was over half of ClickHouse's cost per row (bench/
+# The text indexes of full-text search (m0008) are built when parts merge, not on insert, where
+# tokenizing prompt and response would add a third to ClickHouse's cost per row (bench/
 # trace_ingest.py). A part not merged yet has no such index and is read whole by a search: the same
 # answer, and such parts are the newest and small (the first merges come within seconds).
-TEXT_INDEXES = ("idx_prompt_ngram", "idx_response_ngram")
+TEXT_INDEXES = ("idx_prompt_text", "idx_response_text")
 
 # Columns written by the trace writer, in insert order, with the default used when a record
 # lacks the field. Costs default to NULL: an unknown price is recorded as unknown, never as 0.
@@ -220,6 +220,10 @@ _HIST_ROLLUP_SELECT = f"""project_id, toStartOfHour(timestamp) AS hour,
     {hist_sql("assumeNotNull(ttft_ms)", "ttft_ms IS NOT NULL")} AS ttft_hist,
     min(ttft_ms) AS ttft_min, max(ttft_ms) AS ttft_max,
     max(retention_days) AS retention_days"""
+_HOURLY_VIEW = (
+    f"CREATE MATERIALIZED VIEW traces_hourly_mv TO {ROLLUP_TABLE} AS"  # noqa: S608
+    f" SELECT {_HIST_ROLLUP_SELECT} FROM traces {_ROLLUP_GROUP}"
+)
 
 ROLLUP_HIST_STATEMENTS = [
     # The rollup is derived data: m0004 drops it and rebuilds it from the traces table, so a rerun
@@ -231,8 +235,7 @@ ROLLUP_HIST_STATEMENTS = [
     # columns change. ttft_min/max are Nullable so hours without a streamed call leave them alone.
     _hist_rollup_table(ROLLUP_TABLE, "hour"),
     f"INSERT INTO {ROLLUP_TABLE} SELECT {_HIST_ROLLUP_SELECT} FROM traces {_ROLLUP_GROUP}",  # noqa: S608
-    f"CREATE MATERIALIZED VIEW traces_hourly_mv TO {ROLLUP_TABLE} AS"  # noqa: S608
-    f" SELECT {_HIST_ROLLUP_SELECT} FROM traces {_ROLLUP_GROUP}",
+    _HOURLY_VIEW,
 ]
 
 # ---------------------------------------------------------------- daily rollup (m0007)
@@ -260,4 +263,104 @@ DAILY_STATEMENTS = [
     f"INSERT INTO {DAILY_TABLE} SELECT {_DAILY_SELECT} FROM {ROLLUP_TABLE} {_DAILY_GROUP}",  # noqa: S608
     f"CREATE MATERIALIZED VIEW traces_daily_mv TO {DAILY_TABLE} AS"  # noqa: S608
     f" SELECT {_DAILY_SELECT} FROM {ROLLUP_TABLE} {_DAILY_GROUP}",
+]
+
+# ---------------------------------------------------------------- text indexes, smaller granules (m0008)
+# Full-text search (`q`) stays a case-insensitive substring match, lowerUTF8(col) LIKE '%q%'
+# (filters.where), now served by inverted text indexes instead of m0003's n-gram bloom filters.
+# Measured at 10M traces (docs/benchmarks.md): a common word's first page took ~250 ms because the
+# bloom filters were read for every granule and skipped none; a reference id's ~450 ms.
+# - A word, or a fragment of one (4+ letters or digits), is answered by the index alone: ClickHouse
+#   scans the index dictionary for the tokens containing it and reads their postings, so no text is
+#   read (use_text_index_like_evaluation_by_dictionary_scan, for the splitByNonAlpha tokenizer).
+# - A pattern with separators ("TX-3f9a2c1b0d", "lost my card") is not; filters.where adds its
+#   longest runs as conditions the index answers, and the granules holding them are read to check
+#   the whole pattern. Hence granules of at most 1 MiB (index_granularity_bytes; ~1,200 typical
+#   traces instead of 8,192): such a check reads 7x less text. The primary key and the other skip
+#   indexes just get more, finer marks.
+# - Building both indexes costs ~4 us per row against ~11 for the n-gram filters, and ~50 MiB per
+#   million traces on disk against ~5.
+# index_granularity_bytes can only be set when a table is created, so m0008 copies the traces into
+# a new table and swaps the names. Every statement can be rerun after a failure without losing a
+# row: the copy is dropped and redone only while `traces` still holds everything, and after the
+# swap the old table is a full copy. (On a cluster, a rerun after the swap stops at the CREATE: the
+# new local table's replication path is taken; drop traces_m0008 by hand.) Migrations run with the
+# engine stopped, so no insert lands between the copy and the swap.
+REBUILT_TABLE = "traces_m0008"
+_TEXT_INDEX = "TYPE text(tokenizer = splitByNonAlpha)"
+
+
+def _traces_table(name: str) -> str:
+    """CREATE TABLE of the traces table as of m0008 (m0001 + m0002 + m0003 + m0006, new indexes)."""
+    return f"""
+    CREATE TABLE {name} (
+        trace_id UUID,
+        project_id UInt64,
+        timestamp DateTime64(3, 'UTC'),
+        api_key_id UInt64,
+        endpoint LowCardinality(String) DEFAULT 'chat',
+        requested_model LowCardinality(String),
+        alias LowCardinality(String),
+        resolved_model LowCardinality(String),
+        provider LowCardinality(String),
+        request_messages String CODEC(ZSTD(3)),
+        request_params String CODEC(ZSTD(3)),
+        response_message String CODEC(ZSTD(3)),
+        finish_reason LowCardinality(String),
+        stream Bool,
+        status UInt16,
+        error_class LowCardinality(String),
+        error_message String,
+        prompt_tokens UInt32,
+        completion_tokens UInt32,
+        cached_tokens UInt32,
+        cost_input_usd Nullable(Float64),
+        cost_output_usd Nullable(Float64),
+        cost_total_usd Nullable(Float64),
+        latency_ms Float32,
+        ttft_ms Nullable(Float32),
+        overhead_ms Float32,
+        attempts Array(Tuple(target String, status UInt16, error_class String, latency_ms Float32)),
+        retries UInt16 DEFAULT 0,
+        fallbacks UInt16 DEFAULT 0,
+        route_policy LowCardinality(String) DEFAULT '',
+        route_cluster String DEFAULT '',
+        route_predicted Map(String, Float32),
+        route_decision_ms Float32 DEFAULT 0,
+        route_note String DEFAULT '',
+        user String,
+        metadata Map(String, String),
+        tags Array(String),
+        retention_days UInt16 DEFAULT {DEFAULT_RETENTION_DAYS},
+        -- Reasons for the other indexes: m0001 (trace id) and ANALYTICS_STATEMENTS (m0003).
+        INDEX idx_trace_id trace_id TYPE bloom_filter GRANULARITY 4,
+        INDEX idx_prompt_text lowerUTF8(request_messages) {_TEXT_INDEX},
+        INDEX idx_response_text lowerUTF8(response_message) {_TEXT_INDEX},
+        INDEX idx_metadata_keys mapKeys(metadata) TYPE bloom_filter(0.01) GRANULARITY 1,
+        INDEX idx_metadata_values mapValues(metadata) TYPE bloom_filter(0.01) GRANULARITY 1,
+        INDEX idx_tags tags TYPE bloom_filter(0.01) GRANULARITY 1,
+        INDEX idx_api_key api_key_id TYPE bloom_filter(0.01) GRANULARITY 1,
+        INDEX idx_latency latency_ms TYPE minmax GRANULARITY 1,
+        INDEX idx_cost cost_total_usd TYPE minmax GRANULARITY 1
+    )
+    ENGINE = MergeTree
+    PARTITION BY toYYYYMM(timestamp)
+    ORDER BY (project_id, timestamp, trace_id)
+    TTL toDateTime(timestamp) + toIntervalDay(retention_days)
+    SETTINGS index_granularity = 8192, index_granularity_bytes = 1048576
+    """
+
+
+_ALL_COLUMNS = ", ".join(TRACE_COLUMNS)
+TEXT_INDEX_STATEMENTS = [
+    # The rollup view stays off while rows are copied (the rollups already count them).
+    "DROP VIEW IF EXISTS traces_hourly_mv",
+    f"DROP TABLE IF EXISTS {REBUILT_TABLE}",
+    _traces_table(REBUILT_TABLE),
+    # Synchronous on a cluster too (the Distributed table would otherwise forward it later).
+    f"INSERT INTO {REBUILT_TABLE} ({_ALL_COLUMNS}) SELECT {_ALL_COLUMNS} FROM traces"  # noqa: S608
+    " SETTINGS distributed_foreground_insert = 1",
+    f"EXCHANGE TABLES traces AND {REBUILT_TABLE}",
+    f"DROP TABLE {REBUILT_TABLE}",
+    _HOURLY_VIEW,
 ]

@@ -16,7 +16,7 @@ from django.test import override_settings
 from opentracy_site import clickhouse
 from traces import ch_migrations
 from traces.ch_cluster import for_cluster
-from traces.ch_sql import DAILY_STATEMENTS
+from traces.ch_sql import DAILY_STATEMENTS, REBUILT_TABLE, TEXT_INDEX_STATEMENTS
 from traces.migrations_ch import LEDGER, statements
 
 CLUSTER = "prod"
@@ -74,6 +74,17 @@ def test_views_columns_indexes_and_drops() -> None:
     ]
     with pytest.raises(ValueError, match="cannot rewrite"):
         for_cluster("RENAME TABLE a TO b", CLUSTER)
+
+
+def test_the_traces_rebuild_swaps_local_tables_sharded_like_traces() -> None:
+    rewritten = [d for s in TEXT_INDEX_STATEMENTS for d in for_cluster(s, CLUSTER)]
+    copy = next(d for d in rewritten if d.startswith(f"CREATE TABLE IF NOT EXISTS {REBUILT_TABLE} ON"))
+    assert copy.endswith("cityHash64(trace_id))")  # the table that becomes traces, sharded as traces is
+    assert any("index_granularity_bytes = 1048576" in d and "Replicated" in d for d in rewritten)
+    assert f"EXCHANGE TABLES traces_local AND {REBUILT_TABLE}_local ON CLUSTER 'prod'" in rewritten
+    insert = next(d for d in rewritten if d.startswith("INSERT"))
+    assert "distributed_foreground_insert = 1" in insert  # done before the swap, not forwarded later
+    assert rewritten[-1].startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS traces_hourly_mv")
 
 
 def test_the_setting_switches_migrations_and_mutations() -> None:

@@ -207,7 +207,7 @@ def test_skip_indexes_are_used() -> None:
         {"q": like_pattern("needle")},
     )[1]
     text = "\n".join(str(r[0]) for r in plan)
-    assert "idx_prompt_ngram" in text and "idx_tags" in text and "idx_metadata_keys" in text
+    assert "idx_prompt_text" in text and "idx_tags" in text and "idx_metadata_keys" in text
 
 
 @pytest.mark.parametrize(
