@@ -48,7 +48,9 @@ materialized view and skip indexes run as for any insert), which makes 10M fit i
 its rate is printed for scale (the engine alone, no Python). --fill writer sends them through the
 writer instead (~30 min for 10M here).
 
-Queries, on project 1, after background merges settle (waited up to --settle-s, reported). Each
+Queries, on project 1, after background merges settle (waited up to --settle-s, reported) and
+the months before this one are merged into one part each, as the table's force-merge settings do an
+hour after a month's last insert (--open-months skips it: the figures of that hour). Each
 query is warmed once, then --runs timed runs (20), alternating with its baseline run by run. Every
 run parses its filters anew, as a request does: a `range` moves with the clock, and a search uses a
 new term each run, so ClickHouse's query condition cache never answers a repeat.
@@ -685,6 +687,22 @@ def parts_info() -> dict[str, Any]:
     return info
 
 
+def close_months() -> tuple[int, float]:
+    """Merge each partition before the current month into one part, as the table's force-merge
+    settings do an hour after a month's last insert (traces/ch_sql.py, m0008), which builds the text
+    indexes of the parts the writer left without them. Returns (partitions merged, seconds)."""
+    from opentracy_site import clickhouse
+
+    _c, rows = clickhouse.query(
+        "SELECT DISTINCT partition FROM system.parts WHERE active AND database = currentDatabase()"
+        " AND table = 'traces' AND partition < toString(toYYYYMM(now()))"
+    )
+    t0 = time.monotonic()
+    for (partition,) in rows:
+        clickhouse.command(f"OPTIMIZE TABLE traces PARTITION {int(partition)} FINAL")
+    return len(rows), time.monotonic() - t0
+
+
 def settle(max_s: float) -> float:
     """Wait until no merge runs (seen twice, 1 s apart) or max_s passes; returns seconds waited."""
     t0 = time.monotonic()
@@ -947,6 +965,11 @@ def main() -> int:
         action="store_true",
         help="skip the insert comparison: the first rows by bare insert, the rest by the chDB copy, then the queries",
     )
+    ap.add_argument(
+        "--open-months",
+        action="store_true",
+        help="query before the months before this one are force-merged (the hour after a month closes)",
+    )
     ap.add_argument("--ingest-only", action="store_true", help="only the insert comparison and breakdown")
     args = ap.parse_args()
     total = 500_000 if args.quick else args.rows
@@ -1026,6 +1049,9 @@ def main() -> int:
         waited = 0.0 if args.ingest_only else settle(args.settle_s)
         info = parts_info()
         print(f"merges: traces parts {parts_before} -> {info['traces']['parts']} after {waited:.0f} s", flush=True)
+        if not args.ingest_only and not args.open_months:
+            closed, closing_s = close_months()
+            print(f"closed months force-merged: {closed} partition(s) in {closing_s:.0f} s", flush=True)
         load_q = loadavg()
         pairs, notes = ([], []) if args.ingest_only else run_queries(templates, args.runs, raw_runs, args.seed)
         info = parts_info()

@@ -280,6 +280,11 @@ DAILY_STATEMENTS = [
 #   indexes just get more, finer marks.
 # - Building both indexes costs ~4 us per row against ~11 for the n-gram filters, and ~50 MiB per
 #   million traces on disk against ~5.
+# - Parts written by the trace writer have no text index until they merge (TEXT_INDEXES), and the
+#   last few parts of a month would never merge by themselves once the month's inserts stop: every
+#   all-time search would read them whole (~60 ms at 10M traces). So a partition whose parts are all
+#   older than an hour is merged into one (min_age_to_force_merge_*): a closed month once, an hour
+#   after its last insert; the current month only after an hour without traffic (a quiet night).
 # index_granularity_bytes can only be set when a table is created, so m0008 copies the traces into
 # a new table and swaps the names. Every statement can be rerun after a failure without losing a
 # row: the copy is dropped and redone only while `traces` still holds everything, and after the
@@ -287,6 +292,7 @@ DAILY_STATEMENTS = [
 # new local table's replication path is taken; drop traces_m0008 by hand.) Migrations run with the
 # engine stopped, so no insert lands between the copy and the swap.
 REBUILT_TABLE = "traces_m0008"
+FORCE_MERGE_AFTER_S = 3600
 _TEXT_INDEX = "TYPE text(tokenizer = splitByNonAlpha)"
 
 
@@ -347,7 +353,8 @@ def _traces_table(name: str) -> str:
     PARTITION BY toYYYYMM(timestamp)
     ORDER BY (project_id, timestamp, trace_id)
     TTL toDateTime(timestamp) + toIntervalDay(retention_days)
-    SETTINGS index_granularity = 8192, index_granularity_bytes = 1048576
+    SETTINGS index_granularity = 8192, index_granularity_bytes = 1048576,
+        min_age_to_force_merge_seconds = {FORCE_MERGE_AFTER_S}, min_age_to_force_merge_on_partition_only = 1
     """
 
 

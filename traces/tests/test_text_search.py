@@ -5,6 +5,7 @@ rebuilt the traces table safe to run again."""
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,7 @@ from traces.ch_sql import REBUILT_TABLE, TEXT_INDEX_STATEMENTS, TEXT_INDEXES, TR
 from traces.filters import TraceFilters, index_runs, where
 from traces.migrations_ch import statements
 from traces.selectors import trace_list
-from traces.writer import get_writer
+from traces.writer import INSERT_SETTINGS, encode, get_writer
 
 _PIDS = itertools.count(950_001, 10)
 NOW = datetime.now(UTC)
@@ -111,7 +112,37 @@ def test_the_rebuild_migration_keeps_every_row_and_the_rollup_when_run_again() -
     (name, ddl), *rest = tables
     assert name == "traces" and not rest
     assert "index_granularity_bytes = 1048576" in ddl and "ngram" not in ddl
+    assert "min_age_to_force_merge_on_partition_only = 1" in ddl
     assert _hourly_requests(pid) == 3
     _write(pid, ["fourth"])
     assert _hourly_requests(pid) == 4
     assert [t["trace_id"] for t in trace_list(project_id=pid, filters=TraceFilters(q="tx-0000000001"))[0]] == [first]
+
+
+def test_a_partition_left_alone_is_merged_and_gets_its_text_index() -> None:
+    """The last parts of a month would never merge by themselves; the table's force-merge settings
+    (an hour in production, 1 s here) merge them into one part, which builds the text indexes."""
+    clickhouse.command("DROP TABLE IF EXISTS traces_force_probe")
+    clickhouse.command("CREATE TABLE traces_force_probe AS traces")
+    try:
+        for n in range(3):  # three inserts as the writer makes them: three parts without text indexes
+            record = {"trace_id": str(uuid.uuid4()), "project_id": 1, "timestamp": NOW.timestamp()}
+            blob = encode([{**record, "request_messages": f'[{{"content": "part {n}"}}]'}])
+            clickhouse.insert_json("traces_force_probe", blob, list(TRACE_COLUMNS), INSERT_SETTINGS)
+        parts = (
+            "SELECT count() FROM system.parts"
+            " WHERE database = currentDatabase() AND table = 'traces_force_probe' AND active"
+        )
+        assert clickhouse.query(parts)[1][0][0] == 3  # tiny parts: nothing merges them by itself
+        clickhouse.command("ALTER TABLE traces_force_probe MODIFY SETTING min_age_to_force_merge_seconds = 1")
+        deadline = time.monotonic() + 30
+        while clickhouse.query(parts)[1][0][0] > 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        _c, rows = clickhouse.query(
+            "SELECT name, data_compressed_bytes FROM system.data_skipping_indices"
+            " WHERE database = currentDatabase() AND table = 'traces_force_probe'"
+        )
+        assert clickhouse.query(parts)[1][0][0] == 1
+        assert all(dict(rows)[name] > 0 for name in TEXT_INDEXES)
+    finally:
+        clickhouse.command("DROP TABLE traces_force_probe")
