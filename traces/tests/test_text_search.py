@@ -111,7 +111,7 @@ def test_the_rebuild_migration_keeps_every_row_and_the_rollup_when_run_again() -
     )
     (name, ddl), *rest = tables
     assert name == "traces" and not rest
-    assert "index_granularity_bytes = 1048576" in ddl and "ngram" not in ddl
+    assert "index_granularity_bytes = 1048576, min_compress_block_size = 16384" in ddl and "ngram" not in ddl
     assert "min_age_to_force_merge_on_partition_only = 1" in ddl
     assert _hourly_requests(pid) == 3
     _write(pid, ["fourth"])
