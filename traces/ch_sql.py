@@ -8,7 +8,7 @@ TRACES_TABLE = "traces"
 DEFAULT_RETENTION_DAYS = 90
 MAX_RETENTION_DAYS = 3650
 # The text indexes of full-text search (m0008) are built when parts merge, not on insert, where
-# tokenizing prompt and response would add a third to ClickHouse's cost per row (bench/
+# tokenizing prompt and response would add ~10 us to ClickHouse's ~15 per row (bench/
 # trace_ingest.py). A part not merged yet has no such index and is read whole by a search: the same
 # answer, and such parts are the newest and small (the first merges come within seconds).
 TEXT_INDEXES = ("idx_prompt_text", "idx_response_text")
@@ -282,7 +282,7 @@ DAILY_STATEMENTS = [
 #   compressed blocks of 16 KiB instead of 64 KiB for those columns (min_compress_block_size; the
 #   text columns still fill blocks of up to 1 MiB) halved a reference id's page (~230 -> ~115 ms),
 #   for 1.5% more disk.
-# - Building both indexes costs ~4 us per row against ~11 for the n-gram filters, and ~50 MiB per
+# - Building both indexes costs ~10 us per row against ~16 for the n-gram filters, and ~50 MiB per
 #   million traces on disk against ~5.
 # - Parts written by the trace writer have no text index until they merge (TEXT_INDEXES), and the
 #   last few parts of a month would never merge by themselves once the month's inserts stop: every
