@@ -76,7 +76,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     servers, urls = [], []
     try:
         for replica in ("a", "b"):
-            manage("migrate_clickhouse", replica=replica)
+            migrated = manage("migrate_clickhouse", replica=replica)
+            assert "  Applying m0008_text_index...\n" in migrated and "  Applied " in migrated  # named as it starts
             port = free_port()
             command = [sys.executable, "-m", "uvicorn", "opentracy_site.asgi:application", "--port", str(port)]
             servers.append(subprocess.Popen(command, cwd=ROOT, env=env(replica), stderr=subprocess.PIPE, text=True))
