@@ -13,7 +13,7 @@ import numpy as np
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from . import cluster_store, clustering, embedding_cache, naming, prompts
+from . import cluster_store, clustering, embedder, embedding_cache, naming, prompts
 from .models import Cluster, ClusteringRun
 from .run_params import filters_parse, params_clean
 
@@ -217,7 +217,7 @@ def centroids_of(*, run: ClusteringRun) -> tuple[clustering.Centroids, dict[int,
     clusters = [c for c in Cluster.objects.filter(run=run) if c.centroid and c.status != Cluster.Status.SPLIT]
     merged_into = {c.pk: c.merged_into_id for c in Cluster.objects.filter(run=run)}
     if not clusters:
-        empty = clustering.Centroids(np.zeros(0, np.int64), np.zeros((0, embedding_cache.DIMENSIONS), np.float32),
+        empty = clustering.Centroids(np.zeros(0, np.int64), np.zeros((0, embedder.dimensions()), np.float32),
                                      np.zeros(0, np.float32))  # fmt: skip
         return empty, {}
     model = clustering.Centroids(

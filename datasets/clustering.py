@@ -30,18 +30,18 @@ MIN_POINTS = 20  # below this UMAP's neighbourhood graph and HDBSCAN's densities
 # -- embedding ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Embedded:
-    vectors: np.ndarray  # (n, 384) float32, unit length: cosine similarity = dot product
+    vectors: np.ndarray  # (n, dimensions) float32, unit length: cosine similarity = dot product
     truncated: int  # prompts longer than the model's max tokens (embedded from their first tokens)
     empty: int  # empty / whitespace-only prompts (embedded as "", i.e. one shared vector)
 
 
 def embed(texts: Sequence[str], *, batch_size: int = 128) -> Embedded:
-    """Unit-length MiniLM vectors, batched. The model reads at most `max_seq_length` (256) word
-    pieces; longer prompts are truncated to their start (the intent is nearly always stated there)
-    and counted so the caller can report it."""
-    from gateway.providers.local_embed import load
+    """Unit-length vectors from the clustering model (datasets/embedder.py), batched. The model reads
+    at most `max_seq_length` word pieces (MiniLM: 256); longer prompts are truncated to their start
+    (the intent is nearly always stated there) and counted so the caller can report it."""
+    from . import embedder
 
-    model = load()
+    model = embedder.load()
     max_tokens = int(model.max_seq_length)
     clean = [" ".join(t.split()) for t in texts]  # whitespace runs carry no meaning for the model
     empty = sum(1 for t in clean if not t)

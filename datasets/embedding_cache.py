@@ -2,8 +2,8 @@
 of the exact text embedded: a prompt is embedded once, whatever the project, run or re-run.
 
 Lookups are batched (one query per LOOKUP_CHUNK distinct hashes, hashes bound as hex strings), only
-the missing texts go to MiniLM, and their vectors are inserted before the caller moves on, so a
-cancelled or failed run still leaves what it embedded for the next one.
+the missing texts go to the clustering model (datasets/embedder.py), and their vectors are inserted
+before the caller moves on, so a cancelled or failed run still leaves what it embedded for the next one.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import numpy as np
 
 from opentracy_site import clickhouse
 
+from . import embedder
 from .ch_sql import EMBEDDING_COLUMNS, EMBEDDINGS_TABLE
 
-MODEL = "all-minilm-l6-v2"  # gateway.providers.local_embed.EMBED_MODEL, the model clustering.embed loads
-DIMENSIONS = 384
 LOOKUP_CHUNK = 20_000  # hashes per IN list: ~0.7 MB of parameters, one round trip per 20k prompts
-EMBED_BATCH = 256  # texts per MiniLM call; progress and cancel are checked between batches
-MODEL_MAX_TOKENS = 256  # MiniLM's max_seq_length: longer prompts are read from their start only
+EMBED_BATCH = 256  # texts per model call; progress and cancel are checked between batches
 
 
 def content_hash(text: str) -> bytes:
@@ -32,14 +30,14 @@ def content_hash(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class CachedEmbeddings:
-    vectors: np.ndarray  # (n, 384) float32, unit length, in the order of the texts given
+    vectors: np.ndarray  # (n, dimensions) float32, unit length, in the order of the texts given
     new: int  # distinct texts embedded now (0 when every one was cached)
     cached: int  # distinct texts found in the cache
-    truncated: set[str]  # the texts the model read only the start of (over MODEL_MAX_TOKENS word pieces)
+    truncated: set[str]  # the texts the model read only the start of (over its max_seq_length word pieces)
 
 
-def lookup(hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-    """The cached vectors among `hashes` (distinct), in one query per LOOKUP_CHUNK."""
+def lookup(hashes: Sequence[bytes], model: str) -> dict[bytes, np.ndarray]:
+    """The cached vectors of `model` among `hashes` (distinct), in one query per LOOKUP_CHUNK."""
     found: dict[bytes, np.ndarray] = {}
     for start in range(0, len(hashes), LOOKUP_CHUNK):
         chunk = [h.hex() for h in hashes[start : start + LOOKUP_CHUNK]]
@@ -49,7 +47,7 @@ def lookup(hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
             # toFixedString: compared as a String, a hash ending in a zero byte never matched (1 in 256)
             " AND content_hash IN (SELECT toFixedString(unhex(arrayJoin({hashes:Array(String)})), 16))"
             " GROUP BY content_hash",
-            {"model": MODEL, "hashes": chunk},
+            {"model": model, "hashes": chunk},
             column_formats={"vector": "bytes"},
         )
         for hex_hash, vector in rows:
@@ -57,24 +55,23 @@ def lookup(hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
     return found
 
 
-def store(hashes: Sequence[bytes], vectors: np.ndarray) -> None:
+def store(hashes: Sequence[bytes], vectors: np.ndarray, model: str) -> None:
     if len(hashes):
         little = np.asarray(vectors, dtype="<f4")
-        rows = [(MODEL, h, v.tobytes()) for h, v in zip(hashes, little, strict=True)]
+        rows = [(model, h, v.tobytes()) for h, v in zip(hashes, little, strict=True)]
         clickhouse.insert(EMBEDDINGS_TABLE, rows, EMBEDDING_COLUMNS)
 
 
 def truncated_by_model(texts: Sequence[str]) -> set[str]:
-    """The texts over MiniLM's word-piece limit. A word piece covers at least one character, so only
-    texts over MODEL_MAX_TOKENS characters are tokenised (whether cached or not: the count does not
-    depend on what an earlier run embedded)."""
-    long = list({t for t in texts if len(t) > MODEL_MAX_TOKENS})
+    """The texts over the model's word-piece limit. A word piece covers at least one character, so
+    only texts longer than the limit in characters are tokenised (whether cached or not: the count
+    does not depend on what an earlier run embedded)."""
+    limit = embedder.max_tokens()
+    long = list({t for t in texts if len(t) > limit})
     if not long:
         return set()
-    from gateway.providers.local_embed import load
-
-    ids = load().tokenizer(long, truncation=False, verbose=False)["input_ids"]
-    return {t for t, i in zip(long, ids, strict=True) if len(i) - 2 > MODEL_MAX_TOKENS}  # less [CLS], [SEP]
+    ids = embedder.load().tokenizer(long, truncation=False, verbose=False)["input_ids"]
+    return {t for t, i in zip(long, ids, strict=True) if len(i) - 2 > limit}  # less the 2 special tokens
 
 
 def embeddings_for(
@@ -88,9 +85,10 @@ def embeddings_for(
     when true, raises Stopped (what was embedded so far stays cached)."""
     from . import clustering
 
+    model = embedder.name()
     hashes = [content_hash(t) for t in texts]
     distinct = list(dict.fromkeys(hashes))
-    found = lookup(distinct)
+    found = lookup(distinct, model)
     text_of = dict(zip(hashes, texts, strict=True))
     # Shortest first: a batch pads to its longest text, so batches of like lengths waste least.
     missing = sorted((h for h in distinct if h not in found), key=lambda h: len(text_of[h]))
@@ -99,11 +97,12 @@ def embeddings_for(
             raise Stopped()
         batch = missing[start : start + EMBED_BATCH]
         vectors = clustering.embed([text_of[h] for h in batch]).vectors
-        store(batch, vectors)
+        store(batch, vectors, model)
         found.update(zip(batch, vectors, strict=True))
         if on_progress:
             on_progress(min(1.0, (start + len(batch)) / len(missing)))
-    out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+    dims = len(next(iter(found.values()))) if found else embedder.dimensions()  # no model load when all cached
+    out = np.zeros((len(texts), dims), dtype=np.float32)
     for i, h in enumerate(hashes):
         out[i] = found[h]
     return CachedEmbeddings(

@@ -10,18 +10,26 @@ from django.http import QueryDict
 
 from traces.filters import FilterError, TraceFilters, parse_filters
 
-from . import cluster_store, clustering, naming, prompts
+from . import cluster_store, clustering, embedder, naming, prompts
 
 REDUCTIONS = ("umap", "pca", "none")
-PARAM_NAMES = ("reduction", "min_cluster_size", "prompt_fields", "namer", "max_traces")
+PARAM_NAMES = ("reduction", "min_cluster_size", "prompt_fields", "namer", "max_traces", "embedding_model")
 FILTER_NAMES = (
     "range", "since", "until", "model", "provider", "alias", "status", "api_key",
     "metadata", "metadata_key", "metadata_value", "tag", "min_cost", "min_latency_ms", "q",
 )  # fmt: skip
 
 
+def run_embedding_model(params: dict[str, Any] | None) -> str:
+    """The model a run embeds with, recorded when it is created (runs from before it was recorded used
+    the packaged MiniLM)."""
+    return (params or {}).get("embedding_model") or embedder.DEFAULT_MODEL
+
+
 def params_clean(params: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's parameters with defaults filled in; ValidationError naming each bad one."""
+    """The run's parameters with defaults filled in; ValidationError naming each bad one. A run's
+    vectors, centroids and cache rows belong to one embedding model, so a run made with another
+    model than the engine's is refused (run_create records the engine's)."""
     params = dict(params or {})
     errors: dict[str, str] = {}
     unknown = sorted(set(params) - set(PARAM_NAMES))
@@ -33,7 +41,13 @@ def params_clean(params: dict[str, Any] | None) -> dict[str, Any]:
         "prompt_fields": params.get("prompt_fields") or prompts.DEFAULT_PROMPT_FIELDS,
         "namer": params.get("namer", naming.DEFAULT_NAMER),
         "max_traces": params.get("max_traces") or cluster_store.MAX_TRACES,
+        "embedding_model": run_embedding_model(params),
     }
+    if out["embedding_model"] != (active := embedder.name()):
+        errors["embedding_model"] = (
+            f"This engine embeds prompts with {active} (OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR), "
+            f"not {out['embedding_model']}: start a new run."
+        )
     if out["reduction"] not in REDUCTIONS:
         errors["reduction"] = f"Use one of {', '.join(REDUCTIONS)}."
     if out["prompt_fields"] not in prompts.PROMPT_FIELDS:

@@ -23,7 +23,7 @@ from django.utils import timezone
 from gateway.models import Project
 from opentracy_site import progress as job_progress
 
-from . import cluster_store, clustering, embedding_cache, naming, prompts
+from . import cluster_store, clustering, embedder, embedding_cache, naming, prompts
 from .cluster_edits import clusters_refresh, draft_clusters, plural, resolve
 from .models import Cluster, ClusteringRun
 from .run_params import filters_clean, filters_parse, params_clean
@@ -50,7 +50,7 @@ def run_create(*, project: Project, user: Any, filters: dict[str, Any], params: 
         project=project,
         created_by=user if getattr(user, "pk", None) and not hasattr(user, "api_key") else None,
         filters=filters_clean(filters),
-        params=params_clean(params),
+        params=params_clean({"embedding_model": embedder.name(), **params}),
     )
     transaction.on_commit(lambda: cluster_run.delay(run.pk))
     return run
@@ -113,7 +113,10 @@ def _discard(run: ClusteringRun) -> None:
 
 
 def _pipeline(run: ClusteringRun) -> None:
-    params = params_clean(run.params)
+    try:
+        params = params_clean(run.params)
+    except ValidationError as exc:
+        raise RunFailed(" ".join(exc.messages)) from exc
     notes: list[str] = []
     # -- selecting
     _phase(run, "selecting")
@@ -152,7 +155,8 @@ def _pipeline(run: ClusteringRun) -> None:
     if truncated:
         notes.append(f"{plural(truncated, 'prompt')} {'was' if truncated == 1 else 'were'} truncated for embedding.")
     notes.append(
-        f"Embedded {embedded.new:,} new prompt{'s' if embedded.new != 1 else ''} ({embedded.cached:,} cached)."
+        f"Embedded {embedded.new:,} new prompt{'s' if embedded.new != 1 else ''} ({embedded.cached:,} cached)"
+        f" with {params['embedding_model']}."
     )
 
     # -- clustering

@@ -14,6 +14,7 @@ from django.http import Http404
 from datasets import embedding_cache, prompts
 from distillation.models import Student
 from gateway.models import Project
+from gateway.providers.local_embed import EMBED_MODEL
 from gateway.resolve import parse_target
 from gateway.selectors import alias_get
 from opentracy_site import clickhouse
@@ -138,7 +139,7 @@ def recent_sample(policy: RoutingPolicy, c: Compiled) -> tuple[np.ndarray, float
     )
     choices = [[embedding_cache.content_hash(t) for t in dict.fromkeys(pair) if t] for pair in texts]
     distinct = list(dict.fromkeys(h for pair in choices for h in pair))
-    found = embedding_cache.lookup(distinct) if distinct else {}
+    found = embedding_cache.lookup(distinct, EMBED_MODEL) if distinct else {}  # the router's space
     # Repeats kept: the sample is traffic, not distinct prompts.
     vectors = [next(found[h] for h in pair if h in found) for pair in choices if any(h in found for h in pair)]
     info = {"traces": len(rows), "mean_prompt_tokens": round(mean_tokens, 1)}

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from datasets.models import ClusteringRun
+from datasets.run_params import run_embedding_model
 from distillation.models import Student
 from distillation.serving import looks_like_student
 from gateway.models import Alias, Project
@@ -154,6 +155,14 @@ def _clustering_run(project: Project, value: Any, errors: _Errors) -> Clustering
         errors.add("clustering_run", "No such clustering run in this project.")
     elif run.status != ClusteringRun.Status.DONE:
         errors.add("clustering_run", f"Clustering run {run.pk} is {run.status}; only a finished run can be used.")
+        return None
+    elif (model := run_embedding_model(run.params)) != EMBED_MODEL:
+        # The router embeds each request with MiniLM (routing/embedder.py): other centroids are another space.
+        errors.add(
+            "clustering_run",
+            f"Clustering run {run.pk} embedded its prompts with {model}; routing needs clusters made with "
+            f"{EMBED_MODEL}, the model the router embeds requests with.",
+        )
         return None
     return run
 

@@ -40,7 +40,8 @@ and runs those commands); deployment.md's celery worker/beat processes (long-run
 distributed mode they would consume this session's queues), `docker compose` (no Docker here;
 tests/test_deploy.py validates the Compose file) and `vllm serve` (needs a GPU and vLLM; its
 flags must match the Compose file's vllm service); benchmarks.md (minutes each;
-tests/test_bench_routing.py runs routing_quality.py --quick).
+tests/test_bench_routing.py runs routing_quality.py --quick); datasets.md's deploy/fetch_mpnet.sh
+(a 400 MB download; datasets/tests/test_embedding_model.py runs a configured model built offline).
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def test_a_rerun_embeds_nothing_new_and_keeps_identity_names_and_flags(people: d
 
     second = _run(project, people["owner"])
     assert second.status == ClusteringRun.Status.DONE, second.message
-    assert "Embedded 0 new prompts (100 cached)" in second.message  # every prompt came from the cache
+    assert "Embedded 0 new prompts (100 cached) with all-minilm-l6-v2." in second.message  # all from the cache
     again = Cluster.objects.get(run=second, identity=pin.identity)
     assert (again.name, again.description, again.name_source) == (
         "PIN troubles",
@@ -146,7 +146,7 @@ def test_a_namer_answering_garbage_falls_back_to_keywords_after_retries(
     ]
     again = _run(project)
     assert {c.name for c in Cluster.objects.filter(run=again)} == {"Card top ups that failed badly"}
-    assert "namer" not in again.message.split("cached).")[1]  # no fallback said
+    assert "namer" not in again.message.split("cached) with all-minilm-l6-v2.")[1]  # no fallback said
 
 
 def test_naming_answers_are_parsed_robustly() -> None:

@@ -380,7 +380,8 @@ def test_the_curve_is_predicted_on_recent_traffic(people: dict[str, Any]) -> Non
     empty = selectors.policy_detail(policy)["curve"]["sample"]
     assert empty == {"traces": 5, "mean_prompt_tokens": 300.0, "source": "centroids", "prompts": len(prior.clusters())}
     cached = [*code, *maths]
-    embedding_cache.store([embedding_cache.content_hash(t) for t in cached], embedder.embed_many(cached))
+    hashes = [embedding_cache.content_hash(t) for t in cached]
+    embedding_cache.store(hashes, embedder.embed_many(cached), "all-minilm-l6-v2")
 
     detail = selectors.policy_detail(policy)
     sample = detail["curve"]["sample"]
