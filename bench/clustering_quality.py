@@ -132,22 +132,25 @@ def engine() -> None:
 
 
 def write_traces(slug: str, texts: list[str]) -> tuple[Any, list[str]]:
-    """A project with one trace per prompt (newest first in `texts` order); returns it and the ids."""
+    """A project with one trace per prompt (newest first in `texts` order); returns it and the ids.
+    Ids come from a seeded generator and timestamps are whole milliseconds apart, so every run reads
+    the prompts in the same order (UMAP's answer depends on its input's order)."""
     import uuid
 
     from gateway.services import project_create
     from traces.writer import get_writer
 
     project = project_create(slug=slug)
-    writer, now, ids = get_writer(), time.time(), []
+    rng = random.Random(slug)
+    writer, now_ms, ids = get_writer(), int(time.time() * 1000), []
     for i, text in enumerate(texts):
-        trace_id = str(uuid.uuid4())
+        trace_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         ids.append(trace_id)
         writer.submit(
             {
                 "trace_id": trace_id,
                 "project_id": project.id,
-                "timestamp": now - i * 0.001,
+                "timestamp": (now_ms - i + 0.5) / 1000,  # mid-millisecond: truncation keeps each apart
                 "api_key_id": 1,
                 "requested_model": "openai/gpt-4o-mini",
                 "resolved_model": "openai/gpt-4o-mini",
