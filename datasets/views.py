@@ -22,7 +22,7 @@ from django_htmx.middleware import HtmxDetails
 from gateway.models import Project
 from gateway.views import member_of
 
-from . import cluster_edits, runs
+from . import cluster_edits, embedder, runs
 from .models import Cluster, ClusteringRun
 from .selectors import cluster_get, cluster_member_ids, run_get
 
@@ -58,6 +58,7 @@ def _page(request: HttpRequest, project: Project, *, form: dict[str, str] | None
         "clusters": active,
         "retired": len(clusters) - len(active),
         "ranges": RANGES,
+        "embedding_model": embedder.name(),
         "form": form or {"range": "7d", "model": "", "alias": "", "namer": "namer"},
         "errors": errors or {},
     }

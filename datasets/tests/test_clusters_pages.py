@@ -28,6 +28,7 @@ def test_a_member_starts_a_run_follows_it_and_curates_the_clusters(people: dict[
     empty = member.get("/projects/acme/clusters")
     assert empty.status_code == 200 and b"No clustering yet" in empty.content
     assert b'href="/projects/acme/clusters"' in empty.content  # the project nav links here
+    assert b'embedded with <span id="embedding-model">all-minilm-l6-v2</span>' in empty.content
 
     resp = member.post("/projects/acme/clusters/runs", {"range": "24h", "model": "", "alias": "", "namer": "namer"})
     assert resp.status_code == 302 and resp["Location"] == "/projects/acme/clusters"
