@@ -18,9 +18,11 @@ from typing import Any
 
 from django.conf import settings
 
+from gateway.providers import local_embed
+
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "all-minilm-l6-v2"  # gateway.providers.local_embed.EMBED_MODEL
+DEFAULT_MODEL = local_embed.EMBED_MODEL
 
 _lock = threading.Lock()
 _loaded: dict[Path, Any] = {}
@@ -41,9 +43,7 @@ def load() -> Any:
     """The active SentenceTransformer, loaded once per process."""
     path = _configured()
     if path is None:
-        from gateway.providers.local_embed import load as load_default
-
-        return load_default()
+        return local_embed.load()
     with _lock:
         if path not in _loaded:
             if not (path / "modules.json").is_file():

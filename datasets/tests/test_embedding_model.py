@@ -70,8 +70,8 @@ def test_a_configured_model_clusters_caches_and_places_in_its_own_space(
     assert placed["assigned"] + placed["unclustered"] == 20 and placed["assigned"] >= 15, placed
 
     # The router embeds requests with MiniLM: it cannot use these centroids, and says so.
+    data = {"name": "p", "candidates": ["openai/gpt-4o"], "clustering_run": run.pk}
     with pytest.raises(ValidationError) as refused:
-        data = {"name": "p", "candidates": ["openai/gpt-4o"], "clustering_run": run.pk}
         policy_create(project=project, user=None, data=data)
     assert "embedded its prompts with minilm-proj96" in str(refused.value.message_dict["clustering_run"])
 
