@@ -126,9 +126,10 @@ def _spent_in_clickhouse(project_id: int, start: datetime) -> float:
 
 async def spent(project_id: int, kind: str) -> tuple[float, float]:
     """USD spent by the project this period, and seconds until the period ends."""
-    key, start, end = period(kind, datetime.now(UTC))
+    now = datetime.now(UTC)  # read once: a second read could fall after the period's end
+    key, start, end = period(kind, now)
     name = f"{project_id}:{key}"
-    left = (end - datetime.now(UTC)).total_seconds()
+    left = (end - now).total_seconds()
     if settings.REDIS_URL:
         client = _redis_client()
         value = await client.get(f"ot:spend:{name}")

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from conftest import FAKE_OPENAI_KEY
-from tests.support import read_trace
+from tests.support import clear_of_midnight, read_trace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -347,6 +347,9 @@ def test_budget_per_period(client: Any, people: dict[str, Any]) -> None:
 
     from gateway import limits
 
+    # A UTC midnight between the first request and the second would start a new budget day, which
+    # rightly admits the second one: start far enough from midnight for both to fall in one day.
+    clear_of_midnight()
     spent, _ = async_to_sync(limits.spent)(people["project"].id, "day")
     _limit(people, budget_usd=round(spent, 2) + 0.01, budget_period="day")
     # gpt-4.1 at $2/MTok input: a 5,000-word prompt costs ~$0.01.

@@ -306,7 +306,9 @@ def test_ingested_traces_are_not_spend_through_the_engine(api: httpx.Client, peo
     from gateway import limits
 
     project = people["project"]
-    trace_id = ingested(post(api, pair("a priced call")), 1)[0]
+    # Stamped now, not at CREATED: an hour before the module loaded falls in the previous month in the
+    # first hour of a month, where this month's spend would be 0.0 whatever the engine counted.
+    trace_id = ingested(post(api, pair("a priced call", timestamp=time.time())), 1)[0]
     _cols, rows = clickhouse.query("SELECT cost_total_usd FROM traces WHERE trace_id = {t:UUID}", {"t": trace_id})
     assert rows[0][0] > 0  # priced like a gateway trace...
     assert async_to_sync(limits.spent)(project.id, "month")[0] == 0.0  # ...but not counted against budgets
