@@ -35,7 +35,7 @@ class Embedded:
     empty: int  # empty / whitespace-only prompts (embedded as "", i.e. one shared vector)
 
 
-def embed(texts: Sequence[str], *, batch_size: int = 128) -> Embedded:
+def embed(texts: Sequence[str]) -> Embedded:
     """Unit-length vectors from the clustering model (datasets/embedder.py), batched. The model reads
     at most `max_seq_length` word pieces (MiniLM: 256); longer prompts are truncated to their start
     (the intent is nearly always stated there) and counted so the caller can report it."""
@@ -53,10 +53,7 @@ def embed(texts: Sequence[str], *, batch_size: int = 128) -> Embedded:
     truncated = sum(1 for t, n in zip(clean, lengths, strict=True) if n > max_tokens or len(t) > limit)
     if truncated:
         log.info("embed: %d of %d prompts truncated to %d tokens", truncated, len(texts), max_tokens)
-    vectors = model.encode(
-        heads, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    return Embedded(np.asarray(vectors, dtype=np.float32), truncated, empty)
+    return Embedded(embedder.encode(heads), truncated, empty)
 
 
 # -- reduction and clustering ---------------------------------------------------------------------

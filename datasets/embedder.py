@@ -6,16 +6,28 @@ sentence-transformers directory instead: all-mpnet-base-v2 clusters intents bett
 CLINC150 NMI 83.9 / 93.1 against MiniLM's 81.7-82.3 / 90.6-90.8) at about 10x the embedding time on
 a CPU (docs/benchmarks.md). The directory's name is the model's name: it keys the embedding cache and is
 recorded on each run, so rename the directory when its weights change.
+
+Prompts are encoded by onnxruntime from an ONNX export of the whole sentence-transformers pipeline
+(transformer, pooling, any dense layers), made once per model under OPENTRACY_LOCAL_MODEL_DIR and
+checked against the torch model on probe texts every time it is loaded (cosine > 0.9999, else it is
+exported again): on 2 cores about twice the speed of sentence-transformers (MiniLM 392 -> 820
+prompts/s, mpnet 50 -> 118 on the 100k bench's prompts) with the same vectors. A model that cannot
+be exported is encoded by sentence-transformers, with a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 
 from gateway.providers import local_embed
@@ -24,8 +36,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = local_embed.EMBED_MODEL
 
+ONNX_BATCH = 64  # measured: 32 and 64 alike, 128 ~10% slower (longer padding within a batch)
+PROBES = ("hello", "How do I reset my password? It says my link has expired.", "transfer $40 to savings")
+
 _lock = threading.Lock()
 _loaded: dict[Path, Any] = {}
+_sessions: dict[str, Any] = {}  # model name -> onnxruntime session, or None: encode with torch
 
 
 def _configured() -> Path | None:
@@ -60,9 +76,106 @@ def load() -> Any:
 
 
 def dimensions() -> int:
-    return int(load().get_sentence_embedding_dimension())
+    return int(load().get_embedding_dimension())
 
 
 def max_tokens() -> int:
     """Word pieces the model reads; longer prompts are embedded from their start."""
     return int(load().max_seq_length)
+
+
+def encode(texts: Sequence[str]) -> np.ndarray:
+    """(n, dimensions) float32 unit vectors of `texts`, each truncated to max_tokens(), shortest
+    first in batches so a batch pads little."""
+    model = load()
+    session = _session(model)
+    if session is None:
+        vectors = model.encode(
+            list(texts), batch_size=128, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
+    out = np.zeros((len(texts), dimensions()), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    for start in range(0, len(texts), ONNX_BATCH):
+        idx = order[start : start + ONNX_BATCH]
+        out[idx] = _run(session, model, [texts[i] for i in idx])
+    return out
+
+
+def _run(session: Any, model: Any, texts: list[str]) -> np.ndarray:
+    enc = model.tokenizer(texts, padding=True, truncation=True, max_length=model.max_seq_length, return_tensors="np")
+    feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+    vectors = session.run(None, feeds)[0]
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _session(model: Any) -> Any:
+    """The model's onnxruntime session, or None (encode with torch): exported on first use, and an
+    export that does not open or disagrees with the model (stale, partial) is made again."""
+    key = name()
+    with _lock:
+        if key not in _sessions:
+            path = Path(settings.OPENTRACY_LOCAL_MODEL_DIR) / "clustering-onnx" / f"{key}.onnx"
+            reference = model.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True)
+            session = _checked(path, model, reference) if path.is_file() else None
+            if session is None:
+                try:
+                    _export(model, path)
+                    session = _checked(path, model, reference)
+                except Exception:  # an architecture the exporter cannot trace
+                    log.warning("cannot export %s to ONNX", key, exc_info=True)
+            if session is None:
+                log.warning("%s is encoded by sentence-transformers (about half the speed)", key)
+            _sessions[key] = session
+        return _sessions[key]
+
+
+def _checked(path: Path, model: Any, reference: np.ndarray) -> Any:
+    """The session at `path` if it opens and gives the model's vectors on the probes, else None."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception:  # not an ONNX file: a partial copy, another tool's file
+        return None
+    agree = float((_run(session, model, list(PROBES)) * reference).sum(axis=1).min())
+    return session if agree > 0.9999 else None
+
+
+def _export(model: Any, target: Path) -> None:
+    """torch -> ONNX, the whole sentence-transformers pipeline (a few seconds; written under a
+    temporary name and renamed, so a crash or a concurrent export never leaves half a file)."""
+    import torch
+
+    class Pipeline(torch.nn.Module):
+        def __init__(self, st: Any) -> None:
+            super().__init__()
+            self.st = st
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.st({"input_ids": input_ids, "attention_mask": attention_mask})["sentence_embedding"]
+
+    t = time.monotonic()
+    sample = model.tokenizer(list(PROBES[:2]), padding=True, return_tensors="pt")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        axes = {0: "batch", 1: "tokens"}
+        with warnings.catch_warnings():  # tracer notes about data-dependent shapes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Pipeline(model).eval(),
+                (sample["input_ids"], sample["attention_mask"]),
+                str(tmp / "model.onnx"),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["embedding"],
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "embedding": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        (tmp / "model.onnx").replace(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("clustering model %s exported to ONNX in %.1f s", target.stem, time.monotonic() - t)
