@@ -20,7 +20,8 @@ on the vectors the run cached.
 
 --scale N writes N traces built from the train + test splits of both sets with small textual
 variations (prefixes, suffixes, case) and times a cold run (nothing embedded yet) and a warm
-re-run (every prompt cached), end to end. Ends with one JSON line.
+re-run (every prompt cached), end to end, and scores the cold run's NMI against the intents of the
+prompts' base texts (227 across both sets). Ends with one JSON line.
 
 What was tried (MiniLM vectors of the test splits; NMI / ARI / ACC x100, noise %, HDBSCAN labels
 before the noise assignment; UMAP time on this shared 2-core box under load):
@@ -226,15 +227,22 @@ def run_dataset(name: str, texts: list[str], y: list[str]) -> dict[str, Any]:
     }
 
 
-def base_texts() -> list[str]:
-    return banking("train")[0] + banking("test")[0] + clinc("train")[0] + clinc("test")[0]
+def base_set() -> tuple[list[str], list[str]]:
+    """The texts of both sets (train + test) and their intents, named with their set's name."""
+    texts, intents = [], []
+    for set_name, load in (("banking77", banking), ("clinc150", clinc)):
+        for split in ("train", "test"):
+            t, y = load(split)
+            texts += t
+            intents += [f"{set_name}:{intent}" for intent in y]
+    return texts, intents
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     """n prompts like real traffic: the labelled texts of both sets (train + test, 32,583) reused
     with small variations — a polite prefix, a suffix, upper case — so most are distinct. Returns
     the prompts and the index of each one's base text."""
-    base = base_texts()
+    base = base_set()[0]
     prefixes = ["", "", "hi, ", "please ", "quick question: ", "hello! ", "hey ", "can you help? "]
     suffixes = ["", "", "?", " thanks", " please", "!", " asap", " - thank you"]
     rng = random.Random(seed)
@@ -249,11 +257,13 @@ def synthetic(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
 
 def run_scale(n: int) -> dict[str, Any]:
     """End-to-end run time for n traces: cold (every distinct prompt embedded) and warm (a re-run,
-    every prompt in the embedding cache), through the service as the worker runs it."""
+    every prompt in the embedding cache), through the service as the worker runs it; and the cold
+    run's NMI against the intents of the prompts' base texts."""
     from datasets import cluster_store
     from datasets.runs import run_create, run_execute
 
-    texts, _origin = synthetic(n)
+    texts, origin = synthetic(n)
+    intents = base_set()[1]
     t = time.perf_counter()
     project, ids = write_traces(f"scale-{n}", texts)
     write_s = time.perf_counter() - t
@@ -272,6 +282,8 @@ def run_scale(n: int) -> dict[str, Any]:
         "warm_run_s": round(warm_s, 1),
         "k_found": run.cluster_count,
         "noise_after": round(100 * float((labels == -1).mean()), 2),
+        # quality at scale: each prompt's intent is its base text's (227 intents over both sets)
+        "nmi": round(scores([intents[i] for i in origin], labels)[0], 2),
         "warm_assigned": len(kept),
         "cold_message": run.message,
         "warm_message": again.message,
