@@ -28,32 +28,17 @@ MIN_POINTS = 20  # below this UMAP's neighbourhood graph and HDBSCAN's densities
 
 
 # -- embedding ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Embedded:
-    vectors: np.ndarray  # (n, dimensions) float32, unit length: cosine similarity = dot product
-    truncated: int  # prompts longer than the model's max tokens (embedded from their first tokens)
-    empty: int  # empty / whitespace-only prompts (embedded as "", i.e. one shared vector)
-
-
-def embed(texts: Sequence[str]) -> Embedded:
-    """Unit-length vectors from the clustering model (datasets/embedder.py), batched. The model reads
-    at most `max_seq_length` word pieces (MiniLM: 256); longer prompts are truncated to their start
-    (the intent is nearly always stated there) and counted so the caller can report it."""
+def embed(texts: Sequence[str]) -> np.ndarray:
+    """(n, dimensions) float32 unit vectors from the clustering model (datasets/embedder.py). The
+    model reads at most `max_seq_length` word pieces (MiniLM: 256): longer prompts are embedded from
+    their start, where the request is nearly always stated (embedding_cache counts them for the run's
+    message). Empty and whitespace-only prompts share one vector."""
     from . import embedder
 
-    model = embedder.load()
-    max_tokens = int(model.max_seq_length)
-    clean = [" ".join(t.split()) for t in texts]  # whitespace runs carry no meaning for the model
-    empty = sum(1 for t in clean if not t)
-    # Count truncation on a character-bounded prefix: tokenising a 10 MB prompt whole is slow, and
-    # any text over ~4 chars/token * max_tokens is certainly truncated anyway.
-    limit = max_tokens * 8
-    heads = [t[:limit] for t in clean]
-    lengths = [len(i) for i in model.tokenizer(heads, truncation=False, verbose=False)["input_ids"]]
-    truncated = sum(1 for t, n in zip(clean, lengths, strict=True) if n > max_tokens or len(t) > limit)
-    if truncated:
-        log.info("embed: %d of %d prompts truncated to %d tokens", truncated, len(texts), max_tokens)
-    return Embedded(embedder.encode(heads), truncated, empty)
+    # Whitespace runs carry no meaning for the model; a prefix of ~8 chars per word piece is always
+    # more than it reads, and spares the tokenizer a 10 MB prompt.
+    limit = embedder.max_tokens() * 8
+    return embedder.encode([" ".join(t.split())[:limit] for t in texts])
 
 
 # -- reduction and clustering ---------------------------------------------------------------------

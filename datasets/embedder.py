@@ -18,11 +18,8 @@ be exported is encoded by sentence-transformers, with a warning.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ import numpy as np
 from django.conf import settings
 
 from gateway.providers import local_embed
+from opentracy_site import onnx_export
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +143,7 @@ def _checked(path: Path, model: Any, reference: np.ndarray) -> Any:
 
 
 def _export(model: Any, target: Path) -> None:
-    """torch -> ONNX, the whole sentence-transformers pipeline (a few seconds; written under a
-    temporary name and renamed, so a crash or a concurrent export never leaves half a file)."""
+    """torch -> ONNX, the whole sentence-transformers pipeline (a few seconds)."""
     import torch
 
     class Pipeline(torch.nn.Module):
@@ -159,23 +156,6 @@ def _export(model: Any, target: Path) -> None:
 
     t = time.monotonic()
     sample = model.tokenizer(list(PROBES[:2]), padding=True, return_tensors="pt")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
-    try:
-        axes = {0: "batch", 1: "tokens"}
-        with warnings.catch_warnings():  # tracer notes about data-dependent shapes
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Pipeline(model).eval(),
-                (sample["input_ids"], sample["attention_mask"]),
-                str(tmp / "model.onnx"),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["embedding"],
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "embedding": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-        (tmp / "model.onnx").replace(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    inputs = (sample["input_ids"], sample["attention_mask"])
+    onnx_export.export(Pipeline(model), inputs, target, output="embedding", output_axes={0: "batch"})
     log.info("clustering model %s exported to ONNX in %.1f s", target.stem, time.monotonic() - t)

@@ -96,7 +96,7 @@ def embeddings_for(
         if should_stop and should_stop():
             raise Stopped()
         batch = missing[start : start + EMBED_BATCH]
-        vectors = clustering.embed([text_of[h] for h in batch]).vectors
+        vectors = clustering.embed([text_of[h] for h in batch])
         store(batch, vectors, model)
         found.update(zip(batch, vectors, strict=True))
         if on_progress:

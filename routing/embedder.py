@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ import numpy as np
 from django.conf import settings
 
 from gateway.providers import local_embed
+from opentracy_site import onnx_export
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +52,7 @@ def onnx_path() -> Path:
 
 
 def _export(target: Path) -> None:
-    """torch → ONNX once (~2 s); written to a temporary name and renamed, so a crash leaves nothing."""
+    """torch → ONNX once (~2 s): the last hidden state, pooled here per prompt."""
     import torch
     from transformers import AutoModel
 
@@ -68,25 +66,9 @@ def _export(target: Path) -> None:
 
     model = AutoModel.from_pretrained(str(local_embed.model_path())).eval()
     ids = torch.tensor([[101, 7592, 2088, 102]])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
-    try:
-        axes = {0: "batch", 1: "tokens"}
-        with warnings.catch_warnings():  # tracer notes about shapes: the mask is always all ones
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Hidden(model).eval(),
-                (ids, torch.ones_like(ids)),
-                str(tmp / "model.onnx"),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["hidden"],
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
-                opset_version=17,
-                dynamo=False,
-            )
-        (tmp / "model.onnx").rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    onnx_export.export(
+        Hidden(model), (ids, torch.ones_like(ids)), target, output="hidden", output_axes={0: "batch", 1: "tokens"}
+    )
 
 
 def load() -> tuple[Any, Any]:

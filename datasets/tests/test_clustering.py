@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 from datasets import clustering as C
+from datasets import embedding_cache
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "banking77"
 INTENTS = [
@@ -40,7 +41,7 @@ def data() -> dict[str, object]:
         labels += [intent] * (PER_INTENT - HELD_OUT)
         held_texts += rows[:HELD_OUT]
         held_labels += [intent] * HELD_OUT
-    vectors = C.embed(texts + held_texts).vectors
+    vectors = C.embed(texts + held_texts)
     n = len(texts)
     result = C.cluster(vectors[:n])
     return {
@@ -54,12 +55,14 @@ def data() -> dict[str, object]:
 
 
 def test_embed_normalises_and_reports_empty_and_truncated() -> None:
-    out = C.embed(["", "   \n\t", "my card has not arrived", "card " * 20_000])
-    assert out.vectors.shape == (4, 384)
-    assert np.allclose(np.linalg.norm(out.vectors, axis=1), 1.0, atol=1e-4)
-    assert out.empty == 2
-    assert out.truncated == 1  # 20k words, far over the 256 word pieces MiniLM reads
-    assert np.allclose(out.vectors[0], out.vectors[1], atol=1e-5)  # whitespace-only = empty
+    long = "card " * 20_000
+    texts = ["", "   \n\t", "my card has not arrived", long]
+    vectors = C.embed(texts)
+    assert vectors.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(vectors[0], vectors[1], atol=1e-5)  # whitespace-only = empty
+    # 20k words, far over the 256 word pieces MiniLM reads: the only one counted as truncated
+    assert embedding_cache.truncated_by_model(texts) == {long}
 
 
 def test_clusters_recover_intents_without_k(data: dict) -> None:
@@ -75,7 +78,7 @@ def test_clusters_recover_intents_without_k(data: dict) -> None:
 
 
 def test_too_few_points_is_a_clear_error() -> None:
-    vectors = C.embed(["hello", "my card", "exchange rate"]).vectors
+    vectors = C.embed(["hello", "my card", "exchange rate"])
     with pytest.raises(ValueError, match="at least"):
         C.cluster(vectors)
 
@@ -93,7 +96,7 @@ def test_assign_new_places_held_out_prompts_and_leaves_outliers(data: dict) -> N
     # a held-out prompt is like a member, but some fall beyond the farthest member and stay noise
     assert len(placed) >= 0.6 * len(assigned), assigned
     assert sum(a == home[y] for a, y in placed) >= 0.9 * len(placed), placed
-    outliers = C.embed(["Write a haiku about autumn leaves", "What is the boiling point of tungsten?"]).vectors
+    outliers = C.embed(["Write a haiku about autumn leaves", "What is the boiling point of tungsten?"])
     assert (C.assign_new(outliers, result.model) == C.NOISE).all()
 
 

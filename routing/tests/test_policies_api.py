@@ -16,6 +16,7 @@ from django.test import Client
 from datasets import embedding_cache
 from datasets.models import ClusteringRun
 from gateway.models import Project
+from gateway.providers.local_embed import EMBED_MODEL
 from routing import embedder, prior, profile_runs, selectors
 from routing.models import ProfileCell, ProfileRun, RoutingPolicy
 from routing.router import LAMBDAS, compile_policy, curve
@@ -390,7 +391,7 @@ def test_the_curve_is_predicted_on_recent_traffic(people: dict[str, Any]) -> Non
     assert empty == {"traces": 5, "mean_prompt_tokens": 300.0, "source": "centroids", "prompts": len(prior.clusters())}
     cached = [*code, *maths]
     hashes = [embedding_cache.content_hash(t) for t in cached]
-    embedding_cache.store(hashes, embedder.embed_many(cached), "all-minilm-l6-v2")
+    embedding_cache.store(hashes, embedder.embed_many(cached), EMBED_MODEL)
 
     detail = selectors.policy_detail(policy)
     sample = detail["curve"]["sample"]
