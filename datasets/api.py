@@ -124,8 +124,8 @@ class RunCreateSerializer(serializers.Serializer):
     params = serializers.DictField(
         required=False,
         help_text="reduction (umap, pca, none), min_cluster_size, prompt_fields (last_user, system+last_user, "
-        "all_user), namer (an alias; empty for keyword names), max_traces. The run records embedding_model, the "
-        "model the engine embeds with (OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR).",
+        "all_user), namer (an alias; empty for keyword names), max_traces. The run records embedding_model (the "
+        "packaged MiniLM: its space) and grouping_model (OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR, or empty).",
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ from django.db import transaction
 
 from . import cluster_store, clustering, embedder, embedding_cache, naming, prompts
 from .models import Cluster, ClusteringRun
-from .run_params import filters_parse, params_clean
+from .run_params import filters_parse, params_clean, with_grouping
 
 N_REPR = 5
 
@@ -141,8 +142,9 @@ def cluster_merge(*, into: Cluster, other: Cluster) -> Cluster:
 
 
 def cluster_split(*, cluster: Cluster) -> list[Cluster]:
-    """Re-cluster the cluster's members (their cached embeddings) with parameters for a small set;
-    every member goes to its nearest child. ValidationError when it does not split in two or more."""
+    """Re-cluster the cluster's members (their cached embeddings; grouped by the grouping model when
+    one is configured) with parameters for a small set; every member goes to its nearest child.
+    ValidationError when it does not split in two or more."""
     from .selectors import cluster_member_ids
 
     if cluster.status != Cluster.Status.ACTIVE:
@@ -160,18 +162,21 @@ def cluster_split(*, cluster: Cluster) -> list[Cluster]:
             f"This cluster has {plural(len(ids), 'member')}; splitting needs at least {clustering.MIN_POINTS}."
         )
     vectors = embedding_cache.embeddings_for(texts).vectors
+    grouping_model = embedder.grouping_name()  # the engine's now: a split only regroups, nothing is placed by it
+    split_params = with_grouping(clustering.ClusterParams(
+        n_neighbors=min(15, max(5, len(ids) // 4)), min_cluster_size=max(5, len(ids) // 10), min_samples=2,
+        reduction=params["reduction"],
+    ), grouping_model)  # fmt: skip
+    grouping = None
+    if grouping_model:
+        sample = clustering.fit_sample(len(ids), split_params)
+        grouping = embedding_cache.embeddings_for([texts[i] for i in sample], model=grouping_model).vectors
     result = None
     selections: tuple[Literal["eom", "leaf"], ...] = ("eom", "leaf")
     for selection in selections:  # eom first (whole intents); leaf finds finer groups in a tight cluster
-        cparams = clustering.ClusterParams(
-            n_neighbors=min(15, max(5, len(ids) // 4)),
-            min_cluster_size=max(5, len(ids) // 10),
-            min_samples=2,
-            selection=selection,
-            reduction=params["reduction"],
-        )
+        cparams = replace(split_params, selection=selection)
         try:
-            result = clustering.cluster(vectors, cparams)
+            result = clustering.cluster(vectors, cparams, grouping=grouping)
         except ValueError:
             continue
         if len(result.model.ids) >= 2:

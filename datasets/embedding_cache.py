@@ -62,30 +62,30 @@ def store(hashes: Sequence[bytes], vectors: np.ndarray, model: str) -> None:
         clickhouse.insert(EMBEDDINGS_TABLE, rows, EMBEDDING_COLUMNS)
 
 
-def truncated_by_model(texts: Sequence[str]) -> set[str]:
+def truncated_by_model(texts: Sequence[str], model: str = embedder.DEFAULT_MODEL) -> set[str]:
     """The texts over the model's word-piece limit. A word piece covers at least one character, so
     only texts longer than the limit in characters are tokenised (whether cached or not: the count
     does not depend on what an earlier run embedded)."""
-    limit = embedder.max_tokens()
+    limit = embedder.max_tokens(model)
     long = list({t for t in texts if len(t) > limit})
     if not long:
         return set()
-    ids = embedder.load().tokenizer(long, truncation=False, verbose=False)["input_ids"]
+    ids = embedder.load(model).tokenizer(long, truncation=False, verbose=False)["input_ids"]
     return {t for t, i in zip(long, ids, strict=True) if len(i) - 2 > limit}  # less the 2 special tokens
 
 
 def embeddings_for(
     texts: Sequence[str],
     *,
+    model: str = embedder.DEFAULT_MODEL,
     on_progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> CachedEmbeddings:
-    """Vectors for `texts` from the cache, embedding (and caching) only the missing ones.
+    """`model`'s vectors for `texts` from the cache, embedding (and caching) only the missing ones.
     on_progress(fraction) is called after each batch; should_stop() is checked before each and,
     when true, raises Stopped (what was embedded so far stays cached)."""
     from . import clustering
 
-    model = embedder.name()
     hashes = [content_hash(t) for t in texts]
     distinct = list(dict.fromkeys(hashes))
     found = lookup(distinct, model)
@@ -96,17 +96,17 @@ def embeddings_for(
         if should_stop and should_stop():
             raise Stopped()
         batch = missing[start : start + EMBED_BATCH]
-        vectors = clustering.embed([text_of[h] for h in batch])
+        vectors = clustering.embed([text_of[h] for h in batch], model)
         store(batch, vectors, model)
         found.update(zip(batch, vectors, strict=True))
         if on_progress:
             on_progress(min(1.0, (start + len(batch)) / len(missing)))
-    dims = len(next(iter(found.values()))) if found else embedder.dimensions()  # no model load when all cached
+    dims = len(next(iter(found.values()))) if found else embedder.dimensions(model)  # no model load when all cached
     out = np.zeros((len(texts), dims), dtype=np.float32)
     for i, h in enumerate(hashes):
         out[i] = found[h]
     return CachedEmbeddings(
-        out, new=len(missing), cached=len(distinct) - len(missing), truncated=truncated_by_model(texts)
+        out, new=len(missing), cached=len(distinct) - len(missing), truncated=truncated_by_model(texts, model)
     )
 
 

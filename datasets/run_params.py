@@ -3,8 +3,10 @@ again by the pipeline and the cluster edits."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
@@ -13,7 +15,9 @@ from traces.filters import FilterError, TraceFilters, parse_filters
 from . import cluster_store, clustering, embedder, naming, prompts
 
 REDUCTIONS = ("umap", "pca", "none")
-PARAM_NAMES = ("reduction", "min_cluster_size", "prompt_fields", "namer", "max_traces", "embedding_model")
+PARAM_NAMES = (
+    "reduction", "min_cluster_size", "prompt_fields", "namer", "max_traces", "embedding_model", "grouping_model",
+)  # fmt: skip
 FILTER_NAMES = (
     "range", "since", "until", "model", "provider", "alias", "status", "api_key",
     "metadata", "metadata_key", "metadata_value", "tag", "min_cost", "min_latency_ms", "q",
@@ -21,15 +25,15 @@ FILTER_NAMES = (
 
 
 def run_embedding_model(params: dict[str, Any] | None) -> str:
-    """The model a run embeds with, recorded when it is created (runs from before it was recorded used
-    the packaged MiniLM)."""
+    """The model of a run's space (its centroids and placements), recorded when it is created: the
+    packaged MiniLM, except for runs of Nov 30 2026 made wholly with OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR's."""
     return (params or {}).get("embedding_model") or embedder.DEFAULT_MODEL
 
 
 def params_clean(params: dict[str, Any] | None) -> dict[str, Any]:
     """The run's parameters with defaults filled in; ValidationError naming each bad one. A run's
     vectors, centroids and cache rows belong to one embedding model, so a run made with another
-    model than the engine's is refused (run_create records the engine's)."""
+    model than MiniLM is refused (from before a configured model only grouped a sample)."""
     params = dict(params or {})
     errors: dict[str, str] = {}
     unknown = sorted(set(params) - set(PARAM_NAMES))
@@ -42,12 +46,14 @@ def params_clean(params: dict[str, Any] | None) -> dict[str, Any]:
         "namer": params.get("namer", naming.DEFAULT_NAMER),
         "max_traces": params.get("max_traces") or cluster_store.MAX_TRACES,
         "embedding_model": run_embedding_model(params),
+        "grouping_model": params.get("grouping_model") or "",
     }
-    if out["embedding_model"] != (active := embedder.name()):
+    if out["embedding_model"] != embedder.DEFAULT_MODEL:
         errors["embedding_model"] = (
-            f"This engine embeds prompts with {active} (OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR), "
-            f"not {out['embedding_model']}: start a new run."
+            f"This engine embeds prompts with {embedder.DEFAULT_MODEL}, not {out['embedding_model']}: start a new run."
         )
+    if not isinstance(out["grouping_model"], str):
+        errors["grouping_model"] = "Must be a model name."
     if out["reduction"] not in REDUCTIONS:
         errors["reduction"] = f"Use one of {', '.join(REDUCTIONS)}."
     if out["prompt_fields"] not in prompts.PROMPT_FIELDS:
@@ -72,6 +78,14 @@ def params_clean(params: dict[str, Any] | None) -> dict[str, Any]:
     if errors:
         raise ValidationError(errors)
     return out
+
+
+def with_grouping(cparams: clustering.ClusterParams, grouping_model: str) -> clustering.ClusterParams:
+    """A grouping model embeds at most OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE of a run's prompts,
+    so UMAP and HDBSCAN fit on at most that many."""
+    if not grouping_model:
+        return cparams
+    return replace(cparams, max_fit=min(cparams.max_fit, settings.OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE))
 
 
 def filters_clean(filters: dict[str, Any] | None) -> dict[str, str]:

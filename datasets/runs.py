@@ -3,9 +3,10 @@ filters are checked by run_params.py; a finished run's clusters are edited by cl
 
 The pipeline (`run_execute`, called by the Celery task datasets.tasks.cluster_run):
 selecting (the newest traces matching the run's filters, the engine's own calls left out) →
-embedding (MiniLM through the ClickHouse cache: a prompt is embedded once) → clustering (UMAP +
-HDBSCAN, datasets/clustering.py) → summarizing (keywords, representatives, centroids; identity
-matched with the previous finished run by member overlap) → naming (the namer alias, falling back
+embedding (MiniLM through the ClickHouse cache: a prompt is embedded once; and a sample with the
+grouping model, when one is configured) → clustering (UMAP + HDBSCAN, datasets/clustering.py) →
+summarizing (keywords, representatives, centroids; identity matched with the previous finished
+run by member overlap) → naming (the namer alias, falling back
 to keywords) → saving (Cluster rows, one assignment row per trace, per-cluster model aggregates).
 Progress and the phase are written to the run row; a cancel request is honoured between phases
 and embedding batches; any failure ends the run `failed` with the reason in `message`.
@@ -26,7 +27,7 @@ from opentracy_site import progress as job_progress
 from . import cluster_store, clustering, embedder, embedding_cache, naming, prompts
 from .cluster_edits import clusters_refresh, draft_clusters, plural, resolve
 from .models import Cluster, ClusteringRun
-from .run_params import filters_clean, filters_parse, params_clean
+from .run_params import filters_clean, filters_parse, params_clean, with_grouping
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,18 @@ def run_create(*, project: Project, user: Any, filters: dict[str, Any], params: 
     """A queued run; the Celery task starts once the transaction commits."""
     from .tasks import cluster_run
 
+    engine = {"embedding_model": embedder.DEFAULT_MODEL, "grouping_model": embedder.grouping_name()}
+    clean = params_clean({**engine, **params})
+    if clean["grouping_model"] != engine["grouping_model"]:
+        grouping = engine["grouping_model"] or "no other model"
+        raise ValidationError(
+            {"grouping_model": f"This engine groups prompts with {grouping} (OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR)."}
+        )
     run = ClusteringRun.objects.create(
         project=project,
         created_by=user if getattr(user, "pk", None) and not hasattr(user, "api_key") else None,
         filters=filters_clean(filters),
-        params=params_clean({"embedding_model": embedder.name(), **params}),
+        params=clean,
     )
     transaction.on_commit(lambda: cluster_run.delay(run.pk))
     return run
@@ -73,6 +81,7 @@ def _set(run: ClusteringRun, **fields: Any) -> None:
 
 def _phase(run: ClusteringRun, phase: str) -> None:
     _check_cancel(run)
+    log.info("clustering run %s: %s", run.pk, phase)  # the log's timestamps time each phase
     _set(run, phase=phase, progress=PHASES[phase])
 
 
@@ -142,28 +151,36 @@ def _pipeline(run: ClusteringRun) -> None:
 
     # -- embedding
     _phase(run, "embedding")
+    grouping_model = params["grouping_model"]
+    cparams = with_grouping(
+        clustering.ClusterParams(min_cluster_size=params["min_cluster_size"], reduction=params["reduction"]),
+        grouping_model,
+    )
+    sample = clustering.fit_sample(len(texts), cparams)  # what the grouping model embeds
+    share = 1.0  # of the embedding phase's progress that MiniLM's pass takes
+    if grouping_model:  # loads it: a bad directory fails the run before minutes of MiniLM
+        share = len(texts) / (len(texts) + len(sample) * embedder.relative_cost(grouping_model))
     span = PHASES["clustering"] - PHASES["embedding"]
-    try:
-        embedded = embedding_cache.embeddings_for(
-            texts,
-            on_progress=lambda f: _set(run, progress=PHASES["embedding"] + span * f),
-            should_stop=lambda: ClusteringRun.objects.filter(pk=run.pk, cancel_requested=True).exists(),
-        )
-    except embedding_cache.Stopped:
-        raise Cancelled() from None
+    embedded = _embed(run, texts, embedder.DEFAULT_MODEL, PHASES["embedding"], span * share)
     truncated = sum(1 for t, c in zip(texts, cut, strict=True) if c or t in embedded.truncated)
     if truncated:
         notes.append(f"{plural(truncated, 'prompt')} {'was' if truncated == 1 else 'were'} truncated for embedding.")
-    notes.append(
-        f"Embedded {embedded.new:,} new prompt{'s' if embedded.new != 1 else ''} ({embedded.cached:,} cached)"
-        f" with {params['embedding_model']}."
-    )
+    done = f"Embedded {plural(embedded.new, 'new prompt')} ({embedded.cached:,} cached) with {embedder.DEFAULT_MODEL}"
+    grouping = None
+    if grouping_model:
+        start = PHASES["embedding"] + span * share
+        grouped = _embed(run, [texts[i] for i in sample], grouping_model, start, span * (1 - share))
+        grouping = grouped.vectors
+        which = "them" if len(sample) == len(texts) else f"a sample of {len(sample):,}"
+        done += f", and grouped {which} with {grouping_model} ({plural(grouped.new, 'new embedding')})"
+        if len(sample) < len(texts):
+            done += f"; {embedder.DEFAULT_MODEL} placed the rest"
+    notes.append(done + ".")
 
     # -- clustering
     _phase(run, "clustering")
-    cparams = clustering.ClusterParams(min_cluster_size=params["min_cluster_size"], reduction=params["reduction"])
     try:
-        result = clustering.cluster(embedded.vectors, cparams)
+        result = clustering.cluster(embedded.vectors, cparams, grouping=grouping)
     except ValueError as exc:
         raise RunFailed(f"Clustering found nothing: {exc}.") from exc
 
@@ -219,6 +236,22 @@ def _pipeline(run: ClusteringRun) -> None:
         assigned_until=newest,
         message=" ".join([head, *notes]),
     )
+
+
+def _embed(
+    run: ClusteringRun, texts: list[str], model: str, start: float, span: float
+) -> embedding_cache.CachedEmbeddings:
+    """`model`'s vectors for `texts` through the cache, moving the run's progress from start to
+    start + span and stopping when the run is cancelled."""
+    try:
+        return embedding_cache.embeddings_for(
+            texts,
+            model=model,
+            on_progress=lambda f: _set(run, progress=start + span * f),
+            should_stop=lambda: ClusteringRun.objects.filter(pk=run.pk, cancel_requested=True).exists(),
+        )
+    except embedding_cache.Stopped:
+        raise Cancelled() from None
 
 
 def _inherit(run: ClusteringRun, drafts: dict[int, dict[str, Any]]) -> None:

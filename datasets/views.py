@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -58,7 +59,9 @@ def _page(request: HttpRequest, project: Project, *, form: dict[str, str] | None
         "clusters": active,
         "retired": len(clusters) - len(active),
         "ranges": RANGES,
-        "embedding_model": embedder.name(),
+        "embedding_model": embedder.DEFAULT_MODEL,
+        "grouping_model": embedder.grouping_name(),
+        "grouping_sample": f"{settings.OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE:,}",
         "form": form or {"range": "7d", "model": "", "alias": "", "namer": "namer"},
         "errors": errors or {},
     }

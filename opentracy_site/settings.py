@@ -183,9 +183,12 @@ OPENTRACY_COOLDOWN_FAILURES = env_int("OPENTRACY_COOLDOWN_FAILURES", 5)
 OPENTRACY_COOLDOWN_S = env_float("OPENTRACY_COOLDOWN_S", 30.0)
 OPENTRACY_LOCAL_MODEL_PRELOAD = env_bool("OPENTRACY_LOCAL_MODEL_PRELOAD", True)
 OPENTRACY_LOCAL_MODEL_DIR = Path(env_str("OPENTRACY_LOCAL_MODEL_DIR", str(VAR_DIR / "models")))
-# Clustering's embedding model: empty for the packaged MiniLM, else a sentence-transformers directory
-# (datasets/embedder.py says why one would).
+# Clustering's grouping model: empty for the packaged MiniLM alone, else a sentence-transformers
+# directory that groups (at most) a sample of each run's prompts (datasets/embedder.py says why).
 OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR = env_str("OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR", "")
+OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE = env_int("OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE", 10_000)
+if not 1_000 <= OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE <= 20_000:  # UMAP and HDBSCAN fit on 20k at most
+    raise ConfigError("OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE must be from 1000 to 20000")
 # Distillation: where jobs write adapters (and merged exports). In distributed mode a volume shared
 # by the GPU worker, the web tier and vLLM, mounted at the same path everywhere (vLLM reads the path
 # it is given). How approved students are served unless the approval says: "local" or "vllm".

@@ -33,3 +33,17 @@ def test_every_variable_read_is_documented_in_both_places() -> None:
     reference = listed(ROOT / "docs" / "configuration.md", r"^\| `([A-Z][A-Z0-9_]+)` \|")
     assert not code - example, f"read but not in .env.example: {sorted(code - example)}"
     assert example == reference, f"out of step: {sorted(example ^ reference)}"
+
+
+def test_a_bad_value_stops_the_start_naming_the_variable(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OPENTRACY_VAR_DIR": str(tmp_path), "OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE": "50"}
+    env["DJANGO_SETTINGS_MODULE"] = "opentracy_site.settings"
+    started = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert started.returncode != 0
+    assert "OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE must be from 1000 to 20000" in started.stderr

@@ -128,3 +128,35 @@ def test_rerun_keeps_identity(data: dict) -> None:
     }
     mapping = C.match_clusters(members(first), members(again))
     assert len(mapping) >= len(members(again)) - 1
+
+
+def _blobs(rng: np.random.Generator, centres: np.ndarray, labels: np.ndarray, spread: float) -> np.ndarray:
+    points = centres[labels] + spread * rng.standard_normal((len(labels), centres.shape[1]))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_grouping_vectors_decide_the_groups_and_the_space_places_the_rest() -> None:
+    """Space vectors (the run's MiniLM) hold 3 groups; the grouping model's vectors of the sample see
+    each of them as 2: the clusters are the grouping model's 6, fitted as centroids in the space."""
+    rng = np.random.default_rng(0)
+    fine = np.repeat(np.arange(6), 100)
+    space = _blobs(rng, rng.standard_normal((3, 32)), fine // 2, 0.05)
+    params = C.ClusterParams(max_fit=600)
+    grouping = _blobs(rng, rng.standard_normal((6, 48)), fine[C.fit_sample(600, params)], 0.05)
+    result = C.cluster(space, params, grouping=grouping)
+    assert normalized_mutual_info_score(fine, result.labels) > 0.95 and len(result.model.ids) == 6
+    assert result.model.vectors.shape == (6, 32)
+
+    # A sample of 200: the grouping model sees those, the other 400 are placed in the space.
+    coarse = fine // 2
+    params = C.ClusterParams(max_fit=200)
+    sample = C.fit_sample(600, params)
+    assert len(sample) == 200 and np.array_equal(sample, C.fit_sample(600, params))
+    grouping = _blobs(rng, rng.standard_normal((3, 48)), coarse[sample], 0.05)
+    result = C.cluster(space, params, grouping=grouping)
+    assert normalized_mutual_info_score(coarse, result.labels) > 0.95 and (result.labels != C.NOISE).mean() > 0.95
+    rest = np.setdiff1d(np.arange(600), sample)
+    assert normalized_mutual_info_score(coarse[rest], result.labels[rest]) > 0.95
+
+    with pytest.raises(ValueError, match="grouping vectors for 100 prompts, the fit sample has 200"):
+        C.cluster(space, params, grouping=grouping[:100])
