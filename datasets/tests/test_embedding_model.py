@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.test import Client
 
 from datasets import cluster_store, embedding_cache
 from datasets.cluster_edits import assign_new, cluster_merge, cluster_split
@@ -88,6 +89,12 @@ def test_a_grouping_model_groups_while_minilm_keeps_the_space(
     # The router embeds requests with MiniLM: it takes this run.
     data = {"name": "p", "candidates": ["openai/gpt-4o"], "clustering_run": run.pk}
     assert policy_create(project=project, user=None, data=data).clustering_run_id == run.pk
+
+    # The clusters page says which model groups.
+    browser = Client()
+    browser.force_login(people["member"])
+    page = browser.get(f"/projects/{project.slug}/clusters").content.decode()
+    assert 'grouped by <span id="grouping-model">minilm-proj96</span> (on a sample of 10,000 when' in page
 
 
 def test_on_more_prompts_than_the_sample_minilm_places_the_rest(
