@@ -33,7 +33,6 @@ class CachedEmbeddings:
     vectors: np.ndarray  # (n, dimensions) float32, unit length, in the order of the texts given
     new: int  # distinct texts embedded now (0 when every one was cached)
     cached: int  # distinct texts found in the cache
-    truncated: set[str]  # the texts the model read only the start of (over its max_seq_length word pieces)
 
 
 def lookup(hashes: Sequence[bytes], model: str) -> dict[bytes, np.ndarray]:
@@ -62,15 +61,16 @@ def store(hashes: Sequence[bytes], vectors: np.ndarray, model: str) -> None:
         clickhouse.insert(EMBEDDINGS_TABLE, rows, EMBEDDING_COLUMNS)
 
 
-def truncated_by_model(texts: Sequence[str], model: str = embedder.DEFAULT_MODEL) -> set[str]:
-    """The texts over the model's word-piece limit. A word piece covers at least one character, so
-    only texts longer than the limit in characters are tokenised (whether cached or not: the count
-    does not depend on what an earlier run embedded)."""
-    limit = embedder.max_tokens(model)
+def truncated_by_model(texts: Sequence[str]) -> set[str]:
+    """The texts over MiniLM's word-piece limit, for the run's message (asked once per run, not per
+    embedding lookup). A word piece covers at least one character, so only texts longer than the
+    limit in characters are tokenised (whether cached or not: the count does not depend on what an
+    earlier run embedded)."""
+    limit = embedder.max_tokens()
     long = list({t for t in texts if len(t) > limit})
     if not long:
         return set()
-    ids = embedder.load(model).tokenizer(long, truncation=False, verbose=False)["input_ids"]
+    ids = embedder.load().tokenizer(long, truncation=False, verbose=False)["input_ids"]
     return {t for t, i in zip(long, ids, strict=True) if len(i) - 2 > limit}  # less the 2 special tokens
 
 
@@ -105,9 +105,7 @@ def embeddings_for(
     out = np.zeros((len(texts), dims), dtype=np.float32)
     for i, h in enumerate(hashes):
         out[i] = found[h]
-    return CachedEmbeddings(
-        out, new=len(missing), cached=len(distinct) - len(missing), truncated=truncated_by_model(texts, model)
-    )
+    return CachedEmbeddings(out, new=len(missing), cached=len(distinct) - len(missing))
 
 
 class Stopped(Exception):

@@ -162,7 +162,8 @@ def _pipeline(run: ClusteringRun) -> None:
         share = len(texts) / (len(texts) + len(sample) * embedder.relative_cost(grouping_model))
     span = PHASES["clustering"] - PHASES["embedding"]
     embedded = _embed(run, texts, embedder.DEFAULT_MODEL, PHASES["embedding"], span * share)
-    truncated = sum(1 for t, c in zip(texts, cut, strict=True) if c or t in embedded.truncated)
+    over = embedding_cache.truncated_by_model(texts)
+    truncated = sum(1 for t, c in zip(texts, cut, strict=True) if c or t in over)
     if truncated:
         notes.append(f"{plural(truncated, 'prompt')} {'was' if truncated == 1 else 'were'} truncated for embedding.")
     done = f"Embedded {plural(embedded.new, 'new prompt')} ({embedded.cached:,} cached) with {embedder.DEFAULT_MODEL}"
